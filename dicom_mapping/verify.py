@@ -1,0 +1,131 @@
+"""The last check before an object leaves (contract: "DICOM output", last bullet).
+
+1. Every encapsulated frame's JPEG segments are whitelist-only.
+2. No identifying string of the input (values of four characters or more) appears, case-
+   insensitively, in any byte outside the scan data: every attribute value (nested, private),
+   the file meta, and every JPEG segment payload.
+3. No UID of the input appears, other than well-known SOP Class and Transfer Syntax UIDs.
+Scan data is excluded: it holds no text, and short strings would match it by chance.
+A hit raises InputError naming the class of what leaked, never the value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import UID
+
+from dicom_mapping import jpeg
+from dicom_mapping.errors import InputError
+
+# ITU T.81 B.1.1.3 / contract: SOI, APP0 (JFIF only), APP14 (Adobe), DQT, SOF0-3, DHT, DRI, SOS, RSTn, EOI
+ALLOWED_MARKERS = {0xD8, 0xE0, 0xEE, 0xDB, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xDD, 0xDA, 0xD9}
+MIN_LENGTH = 4
+
+
+@dataclass
+class Identifiers:
+    """Strings and UIDs of the input that must not leave, each with its class (for the reason)."""
+
+    strings: dict[str, str] = field(default_factory=dict)  # lower-cased value -> class
+    uids: set[str] = field(default_factory=set)
+
+    def add(self, kind: str, value: object) -> None:
+        if value is None:
+            return
+        text = str(value).strip().strip("\x00").strip()
+        if len(text) >= MIN_LENGTH:
+            self.strings.setdefault(text.lower(), kind)
+
+    def add_name(self, kind: str, name: str | None) -> None:
+        if not name:
+            return
+        self.add(kind, name)
+        for part in name.replace("^", " ").replace(",", " ").split():
+            self.add(kind, part)
+
+    def add_date(self, kind: str, date: dt.date | None) -> None:
+        if date is None:
+            return
+        for fmt in ("%Y%m%d", "%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%Y:%m:%d", "%d-%m-%Y"):
+            self.add(kind, date.strftime(fmt))
+
+    def add_dataset(self, ds: Dataset) -> None:
+        """Every text value and UID of a DICOM input (nested and private included)."""
+        for elem in _walk(ds):
+            if elem.VR == "UI":
+                for v in _values(elem.value):
+                    uid = UID(str(v))
+                    if uid and not (uid.is_transfer_syntax or uid.name != uid):
+                        self.uids.add(str(uid))
+            elif elem.VR in ("PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "DA", "DT", "TM"):
+                if elem.VR in ("CS", "TM"):
+                    continue  # coded terms and times are not identifying on their own
+                for v in _values(elem.value):
+                    if elem.VR == "PN":
+                        self.add_name(elem.keyword or "private name", str(v))
+                    else:
+                        self.add(elem.keyword or "private attribute", v)
+
+
+def _values(value: object) -> Iterable[object]:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)  # type: ignore[call-overload]
+    return [value]
+
+
+def _walk(ds: Dataset) -> Iterable[object]:
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _walk(item)
+        else:
+            yield elem
+
+
+def _non_scan_bytes(ds: Dataset) -> tuple[bytes, list[bytes]]:
+    """The encoded object without its frames' scan data, and each frame's segment bytes."""
+    frames: list[bytes] = []
+    pixel = ds.get("PixelData")
+    encapsulated = ds.file_meta.TransferSyntaxUID.is_compressed if hasattr(ds, "file_meta") else False
+    if pixel is not None and encapsulated:
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        frames = list(generate_frames(pixel.value, number_of_frames=n))
+    without = Dataset(ds)
+    without.file_meta = ds.file_meta
+    if "PixelData" in without:
+        del without.PixelData
+    buf = io.BytesIO()
+    dcmwrite(buf, without, enforce_file_format=False)
+    segments = []
+    for frame in frames:
+        scan = jpeg.scan_data(frame)
+        start = frame.find(scan) if scan else -1
+        segments.append(frame[:start] if start >= 0 else frame)
+    return buf.getvalue(), segments
+
+
+def check(ds: Dataset, identifiers: Identifiers) -> None:
+    """Raise InputError if the object would leak; return None if it may leave."""
+    header, frame_headers = _non_scan_bytes(ds)
+    pixel = ds.get("PixelData")
+    if pixel is not None and ds.file_meta.TransferSyntaxUID.is_compressed:
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        for frame in generate_frames(pixel.value, number_of_frames=n):
+            for seg in jpeg.segments(frame):
+                if seg.marker not in ALLOWED_MARKERS and not 0xD0 <= seg.marker <= 0xD7:
+                    raise InputError(f"last check: JPEG segment 0xFF{seg.marker:02X} is not allowed")
+    haystacks = [header.lower(), *(f.lower() for f in frame_headers)]
+    for value, kind in identifiers.strings.items():
+        needle = value.encode("utf-8", "ignore")
+        if any(needle in hay for hay in haystacks):
+            raise InputError(f"last check: an identifying value ({kind}) is still in the object")
+    for uid in identifiers.uids:
+        if uid.encode() in header:
+            raise InputError("last check: an instance UID of the input is still in the object")

@@ -1,0 +1,226 @@
+"""Command line: parses arguments, calls one function, maps errors to exit codes.
+
+Exit codes: 0 all done; 2 any bad input or bad config (the rest is still processed); 1 any
+delivery or network failure. Messages go to stderr, one line each, naming the file or address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dicom_mapping.convert import ConvertParams, Converted, convert_photo
+from dicom_mapping.errors import InputError
+from gateway import deliver, settings
+from gateway.errors import ConfigError, GatewayError, TransientError
+from gateway.network import Address, parse_address
+from gateway.photos import load_photo
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Clinical photos into PACS: de-identified, with consent, nothing lost.")
+config_app = typer.Typer(no_args_is_help=True, help="Check the configuration.")
+app.add_typer(config_app, name="config")
+
+EXIT_OK, EXIT_NETWORK, EXIT_INPUT = 0, 1, 2
+
+
+class IodChoice(str, Enum):
+    sc = "sc"
+    vl_photo = "vl-photo"
+
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config (else $PHOTO_GATEWAY_CONFIG)")]
+
+
+def _say(message: str) -> None:
+    typer.echo(f"photo-gateway: {message}", err=True)
+
+
+def _config_path(config: Path | None) -> Path | None:
+    if config is not None:
+        return config
+    env = os.environ.get("PHOTO_GATEWAY_CONFIG")
+    return Path(env) if env else None
+
+
+def _load(config: Path | None) -> settings.Settings | None:
+    path = _config_path(config)
+    return settings.load(path) if path else None
+
+
+def _secret_and_options(cfg: settings.Settings | None) -> tuple[bytes, frozenset[str], str]:
+    """The pseudonym secret, de-identification options and our AE title."""
+    if cfg is not None and cfg.deid is not None:
+        return settings.read_keys(cfg.deid.secret_file)[0], frozenset(cfg.deid.options), cfg.node.ae_title
+    if cfg is not None:
+        raise ConfigError("the config has no deid section (deid.secret_file)")
+    state = settings.local_state_dir()
+    return (settings.read_keys(state / "pseudonym.key")[0],
+            frozenset({"retain-longitudinal-modified-dates"}), "PHOTOGW")
+
+
+def _convert_all(photos: list[Path], meta: Path | None, params: ConvertParams) -> tuple[list[tuple[Path, Converted]], int]:
+    """Convert each photo; report each bad one on stderr; return the good ones and a failure count."""
+    done: list[tuple[Path, Converted]] = []
+    bad = 0
+    show_bar = sys.stderr.isatty() and len(photos) > 1
+    with typer.progressbar(photos, label="converting", file=sys.stderr, hidden=not show_bar) as bar:
+        for path in bar:
+            try:
+                item = load_photo(path, photos, meta)
+                done.append((path, convert_photo(item.data, item.meta, params)))
+            except InputError as exc:
+                bad += 1
+                _say(f"{path}: {exc.reason}")
+    return done, bad
+
+
+def _params(secret: bytes, options: frozenset[str], iod: IodChoice, route: str = "") -> ConvertParams:
+    return ConvertParams(secret=secret, received_at=dt.datetime.now().replace(microsecond=0),
+                         iod=iod.value, route=route, options=options)  # type: ignore[arg-type]
+
+
+@app.command()
+def convert(
+    photos: Annotated[list[Path], typer.Argument(help="JPEG, PNG or HEIC files")],
+    out: Annotated[Path, typer.Option("--out", help="directory for <SOPInstanceUID>.dcm")],
+    meta: Annotated[Optional[Path], typer.Option("--meta", help="metadata JSON for every photo")] = None,
+    iod: Annotated[IodChoice, typer.Option("--iod")] = IodChoice.sc,
+    config: ConfigOpt = None,
+) -> None:
+    """Build exactly the DICOM objects that would be sent; no network."""
+    try:
+        secret, options, _ = _secret_and_options(_load(config))
+        out.mkdir(parents=True, exist_ok=True)
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    except OSError as exc:
+        _say(f"{out}: cannot create output directory ({exc.strerror})")
+        raise typer.Exit(EXIT_INPUT) from None
+    converted, bad = _convert_all(photos, meta, _params(secret, options, iod))
+    for path, result in converted:
+        target = out / f"{result.sop_instance_uid}.dcm"
+        result.dataset.save_as(target, enforce_file_format=True)
+        typer.echo(f"{path} -> {target}")
+    raise typer.Exit(EXIT_INPUT if bad else EXIT_OK)
+
+
+@app.command()
+def send(
+    photos: Annotated[list[Path], typer.Argument(help="JPEG, PNG or HEIC files")],
+    to: Annotated[Optional[str], typer.Option("--to", help="AET@HOST:PORT")] = None,
+    destination: Annotated[Optional[str], typer.Option("--destination", help="a destination in the config")] = None,
+    meta: Annotated[Optional[Path], typer.Option("--meta")] = None,
+    iod: Annotated[IodChoice, typer.Option("--iod")] = IodChoice.sc,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds before giving up")] = 60,
+    config: ConfigOpt = None,
+) -> None:
+    """Convert and C-STORE; exit 0 only when the PACS has confirmed every photo."""
+    try:
+        if (to is None) == (destination is None):
+            raise ConfigError("give exactly one of --to AET@HOST:PORT and --destination NAME")
+        cfg = _load(config)
+        address = _destination(cfg, to, destination)
+        secret, options, our_ae = _secret_and_options(cfg)
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    converted, bad = _convert_all(photos, meta, _params(secret, options, iod))
+    failed = 0
+    if converted:
+        try:
+            outcomes = deliver.store([c.dataset for _, c in converted], address, our_ae, timeout)
+        except TransientError as exc:
+            _say(str(exc))
+            raise typer.Exit(EXIT_NETWORK) from None
+        for (path, result), outcome in zip(converted, outcomes):
+            if outcome.ok:
+                typer.echo(f"{path} -> {address} {result.sop_instance_uid}")
+            else:
+                failed += 1
+                _say(f"{path}: {address}: {outcome.reason}")
+    raise typer.Exit(EXIT_NETWORK if failed else EXIT_INPUT if bad else EXIT_OK)
+
+
+def _destination(cfg: settings.Settings | None, to: str | None, name: str | None) -> Address:
+    if to is not None:
+        return parse_address(to)
+    if cfg is None:
+        raise ConfigError("--destination needs a config (--config or $PHOTO_GATEWAY_CONFIG)")
+    if name not in cfg.destinations:
+        raise ConfigError(f"destination '{name}' is not in the config (known: {', '.join(cfg.destinations) or 'none'})")
+    return cfg.destinations[name].address
+
+
+@app.command("echo")
+def echo_cmd(
+    target: Annotated[str, typer.Argument(help="AET@HOST:PORT or a destination name")],
+    timeout: Annotated[float, typer.Option("--timeout")] = 10,
+    config: ConfigOpt = None,
+) -> None:
+    """C-ECHO a PACS."""
+    try:
+        cfg = _load(config)
+        address = _destination(cfg, target if "@" in target else None, None if "@" in target else target)
+        our_ae = cfg.node.ae_title if cfg else "PHOTOGW"
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    try:
+        deliver.echo(address, our_ae, timeout)
+    except TransientError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_NETWORK) from None
+    typer.echo(f"{address}: C-ECHO success")
+
+
+@app.command()
+def keygen(path: Annotated[Path, typer.Argument(help="key file to create (mode 0600)")]) -> None:
+    """Write a new staging key or pseudonym secret file."""
+    try:
+        settings.write_key_file(path)
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    typer.echo(f"{path}: new key written")
+
+
+@config_app.command("check")
+def config_check(config: ConfigOpt = None) -> None:
+    """Validate the configuration (and its key files)."""
+    try:
+        path = _config_path(config)
+        if path is None:
+            raise ConfigError("config check needs a config (--config or $PHOTO_GATEWAY_CONFIG)")
+        cfg = settings.load(path)
+        if cfg.deid is not None:
+            settings.read_keys(cfg.deid.secret_file)
+        if cfg.staging is not None:
+            settings.read_keys(cfg.staging.key_file)
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    typer.echo(f"{path}: ok")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # pynetdicom reports a failed association at ERROR; the CLI says it once, in its own words.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    try:
+        app()
+    except GatewayError as exc:  # a last guard: never a traceback for a user error
+        _say(str(exc))
+        sys.exit(EXIT_INPUT if isinstance(exc, ConfigError) else EXIT_NETWORK)
+
+
+if __name__ == "__main__":
+    main()

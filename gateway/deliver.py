@@ -1,0 +1,126 @@
+"""C-STORE SCU: one association for a batch, one transfer syntax per presentation context.
+
+Status classes (PS3.4 Annex B.2.3 and PS3.7 C.4.2): 0x0000 and the warnings 0xB000, 0xB006,
+0xB007 are success; 0xA7xx (out of resources), a rejected or aborted association and timeouts are
+transient (retry); 0xA9xx, 0xCxxx and other failures are permanent (quarantine with the reason).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_context
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from gateway.errors import TransientError
+from gateway.network import NODELAY_HANDLERS, Address
+
+log = logging.getLogger(__name__)
+
+SUCCESS_WARNINGS = {0xB000, 0xB006, 0xB007}
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    sop_instance_uid: str
+    status: int | None  # None: no response (association lost)
+    comment: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0x0000 or self.status in SUCCESS_WARNINGS
+
+    @property
+    def transient(self) -> bool:
+        return self.status is None or (self.status & 0xFF00) == 0xA700
+
+    @property
+    def reason(self) -> str:
+        if self.ok:
+            return "stored"
+        if self.status is None:
+            return "no response from the PACS (association lost or timed out)"
+        text = f"PACS answered status 0x{self.status:04X}"
+        return f"{text}: {self.comment}" if self.comment else text
+
+
+def _ae(calling_ae: str, timeout: float) -> AE:
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = timeout
+    ae.dimse_timeout = timeout
+    ae.network_timeout = timeout
+    ae.connection_timeout = timeout
+    return ae
+
+
+def echo(address: Address, calling_ae: str = "PHOTOGW", timeout: float = 10) -> None:
+    """C-ECHO; TransientError naming the address and the reason if it does not answer 0x0000."""
+    ae = _ae(calling_ae, timeout)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(address.host, address.port, ae_title=address.ae_title,
+                         evt_handlers=NODELAY_HANDLERS)
+    if not assoc.is_established:
+        raise TransientError(f"{address}: {_why_not_established(assoc)}")
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    if not status or status.Status != 0x0000:
+        raise TransientError(f"{address}: C-ECHO failed")
+
+
+def _why_not_established(assoc: object) -> str:
+    if getattr(assoc, "is_rejected", False):
+        return "association rejected (check the called AE title and that this gateway is allowed)"
+    if getattr(assoc, "is_aborted", False):
+        return "association aborted by the peer"
+    return "no DICOM answer (connection refused or timed out)"
+
+
+def store(
+    datasets: Sequence[Dataset],
+    address: Address,
+    calling_ae: str = "PHOTOGW",
+    timeout: float = 30,
+) -> list[StoreOutcome]:
+    """C-STORE every dataset on one association; one outcome per dataset, in order.
+
+    Raises TransientError when no association can be established at all.
+    """
+    if not datasets:
+        return []
+    ae = _ae(calling_ae, timeout)
+    contexts = sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets})
+    if len(contexts) > 128:  # PS3.8 9.3.2.2: at most 128 presentation contexts
+        raise ValueError("more than 128 (SOP class, transfer syntax) pairs in one batch")
+    # One transfer syntax per context, so the PACS cannot pick Explicit VR and force a decode.
+    ae.requested_contexts = [build_context(sop, [ts]) for sop, ts in contexts]
+    assoc = ae.associate(address.host, address.port, ae_title=address.ae_title,
+                         evt_handlers=NODELAY_HANDLERS)
+    if not assoc.is_established:
+        raise TransientError(f"{address}: {_why_not_established(assoc)}")
+    outcomes: list[StoreOutcome] = []
+    try:
+        for ds in datasets:
+            uid = str(ds.SOPInstanceUID)
+            if not assoc.is_established:
+                outcomes.append(StoreOutcome(uid, None))
+                continue
+            try:
+                rsp = assoc.send_c_store(ds)
+            except ValueError as exc:  # no accepted context for this SOP class / syntax
+                outcomes.append(StoreOutcome(uid, 0xA900, f"not accepted by the PACS: {exc}"))
+                continue
+            if not rsp or "Status" not in rsp:
+                outcomes.append(StoreOutcome(uid, None))
+            else:
+                outcomes.append(StoreOutcome(uid, int(rsp.Status), str(rsp.get("ErrorComment", ""))))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    for o in outcomes:
+        log.info("c-store %s %s", o.sop_instance_uid, o.reason)
+    return outcomes
