@@ -124,15 +124,22 @@ def frame_for_photo(data: bytes, params: ConvertParams) -> tuple[wrap.PixelFrame
         notes = tuple(f"dropped {name}" for name in clean.dropped)
         orientation = orient.exif_orientation(clean.exif)
         if orientation == 1:
-            return _frame_from_jpeg(clean), clean.exif, notes
-        oriented = orient.apply_orientation(clean.bitstream, orientation, quality=params.quality)
-        upright = jpeg.sanitize(oriented.jpeg)
-        upright = jpeg.Sanitized(upright.bitstream, upright.info, clean.icc_profile, None, upright.dropped)
-        frame = _frame_from_jpeg(
-            upright, derivation=oriented.derivation,
-            ratio=None if oriented.lossless else oriented.ratio,
-        )
-        return frame, clean.exif, (*notes, oriented.derivation)
+            frame = _frame_from_jpeg(clean)
+        else:
+            oriented = orient.apply_orientation(clean.bitstream, orientation, quality=params.quality)
+            upright = jpeg.sanitize(oriented.jpeg)
+            upright = jpeg.Sanitized(upright.bitstream, upright.info, clean.icc_profile, None, upright.dropped)
+            frame = _frame_from_jpeg(
+                upright, derivation=oriented.derivation,
+                ratio=None if oriented.lossless else oriented.ratio,
+            )
+            notes = (*notes, oriented.derivation)
+        if params.iod == "vl-photo" and frame.photometric == "RGB" and frame.lossy:
+            # PS3.3 C.8.12.1 (VL Image): a lossy JPEG frame must be YBR_FULL_422; an RGB-coded
+            # (Adobe transform 0) JPEG cannot be relabelled, so it is re-encoded once, as YCbCr.
+            frame = _reencode_as_ycbcr(frame, params.quality)
+            notes = (*notes, frame.derivation or "")
+        return frame, clean.exif, notes
     if kind in ("png", "heic"):
         decoded = photo.decode_photo(data, kind)
         if params.lossless:
@@ -150,10 +157,20 @@ def frame_for_photo(data: bytes, params: ConvertParams) -> tuple[wrap.PixelFrame
         encoded = photo.encode_jpeg(decoded, quality=params.quality)
         clean = jpeg.sanitize(encoded.jpeg)
         clean = jpeg.Sanitized(clean.bitstream, clean.info, decoded.icc_profile, None, clean.dropped)
-        derivation = "; ".join((*encoded.notes, f"{kind.upper()} encoded as JPEG quality {encoded.quality}"))
+        derivation = "; ".join((*decoded.notes, *encoded.notes, f"{kind.upper()} encoded as JPEG quality {encoded.quality}"))
         frame = _frame_from_jpeg(clean, derivation=derivation, ratio=encoded.ratio)
         return frame, decoded.exif_tiff, (*decoded.notes, *encoded.notes)
     raise InputError(f"{kind} input is converted by the DICOM path, not as a photo")
+
+
+def _reencode_as_ycbcr(frame: wrap.PixelFrame, quality: int) -> wrap.PixelFrame:
+    decoded = photo.decode_photo(frame.data, "jpeg")
+    encoded = photo.encode_jpeg(decoded, quality=quality)
+    clean = jpeg.sanitize(encoded.jpeg)
+    clean = jpeg.Sanitized(clean.bitstream, clean.info, frame.icc_profile, None, clean.dropped)
+    reason = f"RGB-coded JPEG re-encoded as YCbCr JPEG quality {encoded.quality} for VL Photographic"
+    derivation = "; ".join(d for d in (frame.derivation, reason) if d)
+    return _frame_from_jpeg(clean, derivation=derivation, ratio=encoded.ratio)
 
 
 def convert_photo(data: bytes, meta: PhotoMetadata, params: ConvertParams) -> Converted:

@@ -89,18 +89,23 @@ def _walk(ds: Dataset) -> Iterable[object]:
             yield elem
 
 
+def _frames(ds: Dataset) -> list[bytes]:
+    """The encapsulated frames of the object (none for native pixel data)."""
+    meta = getattr(ds, "file_meta", None)
+    if "PixelData" not in ds or meta is None or not meta.TransferSyntaxUID.is_compressed:
+        return []
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    return list(generate_frames(ds["PixelData"].value, number_of_frames=n))
+
+
 def _non_scan_bytes(ds: Dataset) -> tuple[bytes, list[bytes]]:
     """The encoded object without its frames' scan data, and each frame's segment bytes."""
-    frames: list[bytes] = []
-    pixel = ds.get("PixelData")
-    encapsulated = ds.file_meta.TransferSyntaxUID.is_compressed if hasattr(ds, "file_meta") else False
-    if pixel is not None and encapsulated:
-        n = int(ds.get("NumberOfFrames", 1) or 1)
-        frames = list(generate_frames(pixel.value, number_of_frames=n))
-    without = Dataset(ds)
+    frames = _frames(ds)
+    without = Dataset()  # a new dataset: Dataset(ds) would share (and lose) ds's elements
+    for elem in ds:
+        if elem.keyword != "PixelData":
+            without.add(elem)
     without.file_meta = ds.file_meta
-    if "PixelData" in without:
-        del without.PixelData
     buf = io.BytesIO()
     dcmwrite(buf, without, enforce_file_format=False)
     segments = []
@@ -114,13 +119,10 @@ def _non_scan_bytes(ds: Dataset) -> tuple[bytes, list[bytes]]:
 def check(ds: Dataset, identifiers: Identifiers) -> None:
     """Raise InputError if the object would leak; return None if it may leave."""
     header, frame_headers = _non_scan_bytes(ds)
-    pixel = ds.get("PixelData")
-    if pixel is not None and ds.file_meta.TransferSyntaxUID.is_compressed:
-        n = int(ds.get("NumberOfFrames", 1) or 1)
-        for frame in generate_frames(pixel.value, number_of_frames=n):
-            for seg in jpeg.segments(frame):
-                if seg.marker not in ALLOWED_MARKERS and not 0xD0 <= seg.marker <= 0xD7:
-                    raise InputError(f"last check: JPEG segment 0xFF{seg.marker:02X} is not allowed")
+    for frame in _frames(ds):
+        for seg in jpeg.segments(frame):
+            if seg.marker not in ALLOWED_MARKERS and not 0xD0 <= seg.marker <= 0xD7:
+                raise InputError(f"last check: JPEG segment 0xFF{seg.marker:02X} is not allowed")
     haystacks = [header.lower(), *(f.lower() for f in frame_headers)]
     for value, kind in identifiers.strings.items():
         needle = value.encode("utf-8", "ignore")

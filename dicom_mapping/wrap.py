@@ -122,9 +122,11 @@ def build(frame: PixelFrame, capture: Capture, secret: bytes) -> Dataset:
     if meta.body_site:
         site, implied_laterality = bodysite.lookup(meta.body_site)
     laterality = meta.laterality or implied_laterality
-    # PS3.3 C.7.3.1: Laterality (Type 2C) is required when Image Laterality is absent, and may
-    # not be present otherwise: a known side goes in Image Laterality, else Laterality is empty.
-    if not laterality:
+    # PS3.3 C.7.3.1 / C.7.6.1: Laterality (Type 2C) is required for a paired part unless Image
+    # Laterality is present. A known side (L, R, B) or an unpaired site (U) goes in Image
+    # Laterality; a paired site of unknown side, or no site, leaves Laterality empty (unknown).
+    image_laterality = laterality or (None if site is None or site.paired else "U")
+    if image_laterality is None:
         ds.Laterality = ""
     ds.SeriesDescription = f"Photo {site.meaning}" if site else "Clinical photo"
 
@@ -140,8 +142,8 @@ def build(frame: PixelFrame, capture: Capture, secret: bytes) -> Dataset:
     ds.AcquisitionDateTime = when.strftime("%Y%m%d%H%M%S")
     if capture.iod == "vl-photo":
         ds.AcquisitionDate, ds.AcquisitionTime = date, time
-    if laterality:
-        ds.ImageLaterality = laterality
+    if image_laterality is not None:
+        ds.ImageLaterality = image_laterality
     # PS3.3 C.7.6.1.1.5: once lossy, always flagged lossy.
     ds.LossyImageCompression = "01" if frame.lossy else "00"
     if frame.lossy and frame.lossy_ratio:
@@ -177,6 +179,9 @@ def build(frame: PixelFrame, capture: Capture, secret: bytes) -> Dataset:
     if frame.transfer_syntax in ENCAPSULATED:
         ds.PixelData = encapsulate([frame.data])
         ds["PixelData"].VR = "OB"
+        # PS3.5 A.4: encapsulated Pixel Data has undefined length. dcmwrite fixes this itself,
+        # but pynetdicom encodes the dataset as it is, and Orthanc cannot parse a defined length.
+        ds["PixelData"].is_undefined_length = True
     else:
         data = frame.data if len(frame.data) % 2 == 0 else frame.data + b"\x00"
         ds.PixelData = data

@@ -78,6 +78,7 @@ class EmbeddedOrthanc:
             "DicomCheckCalledAet": True,
             "DicomAlwaysAllowStore": True,
             "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowFind": True,  # lets DCMTK findscu query in the tests
             "StorageCompression": False,
             "SaveJobs": False,
             "Plugins": self.plugins,

@@ -20,6 +20,7 @@ DATA = TESTS / "data"
 sys.path.insert(0, str(TESTS))  # photo_factory
 
 from gateway.orthanc import EmbeddedOrthanc  # noqa: E402
+from gateway.settings import write_key_file  # noqa: E402
 
 DCMTK = Path("/usr/bin")
 # The one false positive of dciodvfy 1.00~20220618 the contract allowlists (PS3.3 C.7.2.3:
@@ -36,7 +37,7 @@ def dcmtk(tool: str, *args: str, timeout: float = 60, check: bool = False) -> su
 
 def dciodvfy_errors(path: Path | str) -> list[str]:
     """The error lines dciodvfy reports for an object, minus the allowlisted false positive."""
-    run = subprocess.run(["/usr/bin/dciodvfy", "-new", str(path)], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(["/usr/bin/dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
     lines = (run.stdout + run.stderr).splitlines()
     return [ln for ln in lines if ln.startswith("Error") and not any(a in ln for a in DCIODVFY_ALLOWED)]
 
@@ -60,6 +61,9 @@ def orthanc(tmp_path: Path) -> Iterator[EmbeddedOrthanc]:
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """Environment for the CLI with its own local state directory (its own pseudonym secret)."""
+    state = tmp_path / "state" / "photo-gateway"
+    state.mkdir(parents=True, mode=0o700)
+    write_key_file(state / "pseudonym.key")  # made here, so the first-use notice stays out of stderr
     env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "state"))
     env.pop("PHOTO_GATEWAY_CONFIG", None)
     return env

@@ -145,3 +145,21 @@ def test_no_identifying_input_string_in_the_output_file(tmp_path, cli_env):
     raw = next(out.glob("*.dcm")).read_bytes().lower()
     for value in ("PID778899", "TESTER", "PAULA", "19710203", "ACC55501", "wound day three", "HOSP-MRN"):
         assert value.lower().encode() not in raw, value
+
+
+def test_first_use_without_config_makes_a_private_secret_and_says_so_once(tmp_path):
+    import os
+    import stat
+
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "fresh"))
+    env.pop("PHOTO_GATEWAY_CONFIG", None)
+    path = _photo(tmp_path, "a.jpg", make_jpeg(width=64, height=64))
+    first = run_cli("convert", str(path), "--out", str(tmp_path / "o1"), env=env)
+    second = run_cli("convert", str(path), "--out", str(tmp_path / "o2"), env=env)
+    assert first.returncode == second.returncode == 0
+    assert "pseudonym secret" in first.stderr and second.stderr == ""
+    state = tmp_path / "fresh" / "photo-gateway"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert stat.S_IMODE((state / "pseudonym.key").stat().st_mode) == 0o600
+    # the same secret gives the same object
+    assert [p.name for p in (tmp_path / "o1").iterdir()] == [p.name for p in (tmp_path / "o2").iterdir()]

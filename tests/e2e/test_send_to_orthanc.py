@@ -47,7 +47,7 @@ def test_dcmtk_storescu_and_findscu_interoperate_with_our_objects(orthanc, cli_e
     assert run_cli("convert", str(PHOTOS[0]), "--out", str(out), env=cli_env).returncode == 0
     (path,) = list(out.glob("*.dcm"))
     ds = pydicom.dcmread(path)
-    store = dcmtk("storescu", "-aec", orthanc.ae_title, "127.0.0.1", str(orthanc.dicom_port), str(path))
+    store = dcmtk("storescu", "-xy", "-aec", orthanc.ae_title, "127.0.0.1", str(orthanc.dicom_port), str(path))
     assert store.returncode == 0, store.stderr
     find = dcmtk("findscu", "-S", "-aec", orthanc.ae_title, "-k", "QueryRetrieveLevel=STUDY",
                  "-k", f"PatientID={ds.PatientID}", "-k", "StudyInstanceUID",
