@@ -87,12 +87,16 @@ def _exif_identifiers(exif_tiff: bytes | None, ids: verify.Identifiers) -> None:
     except Exception:  # noqa: BLE001 - unreadable EXIF: nothing of it is emitted anyway
         return
     for value in values:
+        # ASCII tags come as str. Of the UNDEFINED (bytes) tags only those with a character-code
+        # prefix hold text (UserComment, GPSProcessingMethod, GPSAreaInformation, EXIF 2.32
+        # 4.6.5); the rest (versions, MakerNote, tables) are binary and would match by chance.
         if isinstance(value, bytes):
-            value = value.decode("latin-1", "ignore").strip("\x00 ")
-            if value.startswith(("ASCII\x00", "UNICODE")):
-                value = value[8:]
-        if isinstance(value, str) and len(value.strip()) >= verify.MIN_LENGTH:
-            ids.add("EXIF text", value)
+            if not value.startswith((b"ASCII\x00\x00\x00", b"UNICODE\x00", b"JIS\x00\x00\x00\x00\x00")):
+                continue
+            codec = "utf-16" if value.startswith(b"UNICODE") else "latin-1"
+            value = value[8:].decode(codec, "ignore")
+        if isinstance(value, str) and len(value.strip("\x00 ")) >= verify.MIN_LENGTH:
+            ids.add("EXIF text", value.strip("\x00 "))
 
 
 def _identifiers(meta: PhotoMetadata) -> verify.Identifiers:

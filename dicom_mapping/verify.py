@@ -116,6 +116,31 @@ def _non_scan_bytes(ds: Dataset) -> tuple[bytes, list[bytes]]:
     return buf.getvalue(), segments
 
 
+def _blank_uids(ds: Dataset) -> Dataset:
+    """A copy with every UI value blanked (nested too) and no Pixel Data."""
+    out = Dataset()
+    for elem in ds:
+        if elem.keyword == "PixelData":
+            continue
+        if elem.VR == "UI":
+            out.add_new(elem.tag, "UI", "")
+        elif elem.VR == "SQ":
+            out.add_new(elem.tag, "SQ", [_blank_uids(item) for item in elem.value])
+        else:
+            out.add(elem)
+    return out
+
+
+def _text_haystack(ds: Dataset) -> bytes:
+    """The encoding searched for identifying strings. UI values are blanked: the object's UIDs are
+    keyed HMAC digits (the UID check below covers them), and a short numeric value such as a
+    patient ID would otherwise match their digits by chance. File meta holds only UIDs and
+    constants of ours."""
+    buf = io.BytesIO()
+    dcmwrite(buf, _blank_uids(ds), enforce_file_format=False, implicit_vr=False, little_endian=True)
+    return buf.getvalue()
+
+
 def check(ds: Dataset, identifiers: Identifiers) -> None:
     """Raise InputError if the object would leak; return None if it may leave."""
     header, frame_headers = _non_scan_bytes(ds)
@@ -123,7 +148,7 @@ def check(ds: Dataset, identifiers: Identifiers) -> None:
         for seg in jpeg.segments(frame):
             if seg.marker not in ALLOWED_MARKERS and not 0xD0 <= seg.marker <= 0xD7:
                 raise InputError(f"last check: JPEG segment 0xFF{seg.marker:02X} is not allowed")
-    haystacks = [header.lower(), *(f.lower() for f in frame_headers)]
+    haystacks = [_text_haystack(ds).lower(), *(f.lower() for f in frame_headers)]
     for value, kind in identifiers.strings.items():
         needle = value.encode("utf-8", "ignore")
         if any(needle in hay for hay in haystacks):
