@@ -503,3 +503,26 @@ def encode_jpeg(decoded: Decoded, quality: int = 95) -> Encoded:
     how = "4:4:4" if image.mode == "RGB" else "greyscale"
     note = f"encoded as baseline JPEG (Pillow, quality {quality}, {how}), ratio {ratio:.1f}:1"
     return Encoded(jpeg=jpeg, quality=quality, ratio=ratio, notes=(note,))
+
+
+def validate(data: bytes) -> str:
+    """The door's check, without decoding pixels: the kind, a sound structure and the pixel limit.
+
+    JPEG: the whole segment structure (EOI present, a supported SOF, at most MAX_PIXELS declared);
+    PNG: signature, every chunk CRC, IHDR size; HEIC: the top-level boxes and the declared size.
+    Returns the kind ("jpeg", "png", "heic" or "dicom"); InputError with the reason otherwise.
+    """
+    kind = sniff(data)
+    if kind == "jpeg":
+        from dicom_mapping import jpeg  # local: jpeg does not need photo, photo needs jpeg only here
+
+        jpeg.read_info(data)
+    elif kind == "png":
+        header = _check_png(data)
+        _check_pixels(header.width, header.height, "PNG")
+    elif kind == "heic":
+        _check_boxes(data)
+        image = _open(data, "HEIF", "HEIC") if "HEIF" in Image.registered_extensions().values() else None
+        if image is not None:
+            _check_pixels(image.width, image.height, "HEIC")
+    return kind
