@@ -36,6 +36,7 @@ class ConvertParams:
     options: frozenset[str] = DEFAULT_OPTIONS
     lossless: bool = False  # PNG/HEIC as Explicit VR Little Endian instead of JPEG
     quality: int = 95
+    study_uid_source: str | None = None  # a worklist's Study Instance UID: mapped, not derived
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ def convert_photo(data: bytes, meta: PhotoMetadata, params: ConvertParams) -> Co
         input_sha256=hashlib.sha256(data).digest(),
         iod=params.iod,
         route=params.route,
+        study_uid_source=params.study_uid_source,
     )
     built = wrap.build(frame, capture, params.secret)
 

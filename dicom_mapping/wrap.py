@@ -62,6 +62,7 @@ class Capture:
     input_sha256: bytes
     iod: Iod = "sc"
     route: str = ""
+    study_uid_source: str | None = None  # the order's Study Instance UID (worklist), mapped
 
 
 def patient_key(meta: PhotoMetadata) -> tuple[str, str]:
@@ -83,7 +84,10 @@ def build(frame: PixelFrame, capture: Capture, secret: bytes) -> Dataset:
     meta = capture.meta
     assert meta.patient is not None
     when = capture.content_datetime
-    study = study_uid(secret, meta, when.date())
+    if capture.study_uid_source:
+        study = uids.map_uid(secret, capture.study_uid_source)
+    else:
+        study = study_uid(secret, meta, when.date())
     series = uids.keyed_uid(secret, "series", study, when.date().isoformat(), capture.iod, capture.route)
     sop = uids.sop_instance_uid_for_bytes(secret, capture.input_sha256, f"{capture.iod}/{capture.route}")
     sop_class = SOP_CLASS[capture.iod]

@@ -119,45 +119,60 @@ def send(
     to: Annotated[Optional[str], typer.Option("--to", help="AET@HOST:PORT")] = None,
     destination: Annotated[Optional[str], typer.Option("--destination", help="a destination in the config")] = None,
     meta: Annotated[Optional[Path], typer.Option("--meta")] = None,
-    iod: Annotated[IodChoice, typer.Option("--iod")] = IodChoice.sc,
+    iod: Annotated[Optional[IodChoice], typer.Option("--iod")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds before giving up")] = 60,
     config: ConfigOpt = None,
 ) -> None:
-    """Convert and C-STORE; exit 0 only when the PACS has confirmed every photo."""
+    """Convert, stage, deliver, confirm, purge; exit 0 only when the PACS has every photo."""
+    from gateway.sendjob import SendJob
+
     try:
         if (to is None) == (destination is None):
             raise ConfigError("give exactly one of --to AET@HOST:PORT and --destination NAME")
         cfg = _load(config)
-        address = _destination(cfg, to, destination)
         secret, options, our_ae = _secret_and_options(cfg)
+        name, dest = _destination_entry(cfg, to, destination)
+        job = SendJob.create(cfg, name, dest, secret, options, our_ae, iod.value if iod else None)
     except ConfigError as exc:
         _say(str(exc))
         raise typer.Exit(EXIT_INPUT) from None
-    converted, bad = _convert_all(photos, meta, _params(secret, options, iod))
-    failed = 0
-    if converted:
-        try:
-            outcomes = deliver.store([c.dataset for _, c in converted], address, our_ae, timeout)
-        except TransientError as exc:
-            _say(str(exc))
-            raise typer.Exit(EXIT_NETWORK) from None
-        for (path, result), outcome in zip(converted, outcomes):
-            if outcome.ok:
-                typer.echo(f"{path} -> {address} {result.sop_instance_uid}")
-            else:
-                failed += 1
-                _say(f"{path}: {address}: {outcome.reason}")
-    raise typer.Exit(EXIT_NETWORK if failed else EXIT_INPUT if bad else EXIT_OK)
+    bad = failed = 0
+    with job:
+        staged: list[tuple[Path, list[str]]] = []
+        for path in photos:
+            try:
+                item = load_photo(path, photos, meta)
+                staged.append((path, job.stage(item.data, item.meta)))
+            except InputError as exc:
+                bad += 1
+                _say(f"{path}: {exc.reason}")
+        job.run(timeout)
+        for path, ids in staged:
+            for line, ok, is_input in job.report(ids):
+                if ok:
+                    typer.echo(f"{path} -> {line}")
+                else:
+                    _say(f"{path}: {line}")
+                    bad += is_input
+                    failed += not is_input
+    raise typer.Exit(EXIT_INPUT if bad else EXIT_NETWORK if failed else EXIT_OK)
 
 
-def _destination(cfg: settings.Settings | None, to: str | None, name: str | None) -> Address:
+def _destination_entry(cfg: settings.Settings | None, to: str | None,
+                       name: str | None) -> tuple[str, settings.Destination]:
     if to is not None:
-        return parse_address(to)
+        # An ad-hoc address: C-STORE success is the confirmation (no storage commitment).
+        return "adhoc", settings.Destination(address=parse_address(to))
     if cfg is None:
         raise ConfigError("--destination needs a config (--config or $PHOTO_GATEWAY_CONFIG)")
     if name not in cfg.destinations:
-        raise ConfigError(f"destination '{name}' is not in the config (known: {', '.join(cfg.destinations) or 'none'})")
-    return cfg.destinations[name].address
+        known = ", ".join(cfg.destinations) or "none"
+        raise ConfigError(f"destination '{name}' is not in the config (known: {known})")
+    return str(name), cfg.destinations[str(name)]
+
+
+def _destination(cfg: settings.Settings | None, to: str | None, name: str | None) -> Address:
+    return _destination_entry(cfg, to, name)[1].address
 
 
 @app.command("echo")

@@ -8,11 +8,12 @@ transient (retry); 0xA9xx, 0xCxxx and other failures are permanent (quarantine w
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, build_role
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from gateway.errors import TransientError
@@ -85,6 +86,7 @@ def store(
     address: Address,
     calling_ae: str = "PHOTOGW",
     timeout: float = 30,
+    after_each: Callable[[], None] | None = None,
 ) -> list[StoreOutcome]:
     """C-STORE every dataset on one association; one outcome per dataset, in order.
 
@@ -118,9 +120,72 @@ def store(
                 outcomes.append(StoreOutcome(uid, None))
             else:
                 outcomes.append(StoreOutcome(uid, int(rsp.Status), str(rsp.get("ErrorComment", ""))))
+            if after_each is not None:
+                after_each()
     finally:
         if assoc.is_established:
             assoc.release()
     for o in outcomes:
         log.info("c-store %s %s", o.sop_instance_uid, o.reason)
     return outcomes
+
+
+# -- retry policy (data in, one function) ------------------------------------------------------
+
+def backoff_s(initial_s: float, max_s: float, attempts: int, rand: float) -> float:
+    """Seconds before attempt `attempts + 1`: exponential, capped, with "equal jitter" (half the
+    delay fixed, half random), so retries of many items spread out but never hammer the PACS."""
+    base = min(max_s, initial_s * 2 ** max(0, attempts - 1))
+    return base / 2 + rand * base / 2
+
+
+# -- storage commitment (PS3.4 Annex J, Storage Commitment Push Model) ------------------------
+
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"  # the well-known SOP Instance (J.3.1)
+
+
+def request_commitment(
+    address: Address,
+    references: Sequence[tuple[str, str]],
+    transaction_uid: str,
+    calling_ae: str = "PHOTOGW",
+    timeout: float = 30,
+    evt_handlers: list[tuple[Any, Any]] | None = None,
+    wait_s: float = 0.0,
+) -> None:
+    """N-ACTION Request Storage Commitment for (SOP Class UID, SOP Instance UID) pairs.
+
+    The result arrives as an N-EVENT-REPORT, usually on a new association the PACS opens to our
+    DICOM door (Orthanc does that), or on this one: `evt_handlers` may take it here, and `wait_s`
+    keeps the association open that long for it. TransientError if the request is not accepted.
+    """
+    ae = _ae(calling_ae, timeout)
+    ae.add_requested_context(STORAGE_COMMITMENT)
+    # We may receive the N-EVENT-REPORT on this association: propose the SCU and SCP roles.
+    role = build_role(STORAGE_COMMITMENT, scu_role=True, scp_role=True)
+    assoc = ae.associate(address.host, address.port, ae_title=address.ae_title, ext_neg=[role],
+                         evt_handlers=[*NODELAY_HANDLERS, *(evt_handlers or [])])
+    if not assoc.is_established:
+        raise TransientError(f"{address}: storage commitment: {_why_not_established(assoc)}")
+    try:
+        request = Dataset()
+        request.TransactionUID = transaction_uid
+        refs = []
+        for sop_class, sop_instance in references:
+            ref = Dataset()
+            ref.ReferencedSOPClassUID = sop_class
+            ref.ReferencedSOPInstanceUID = sop_instance
+            refs.append(ref)
+        request.ReferencedSOPSequence = refs
+        status, _ = assoc.send_n_action(request, 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE)
+        if not status or status.Status != 0x0000:
+            code = f"0x{status.Status:04X}" if status and "Status" in status else "no response"
+            raise TransientError(f"{address}: storage commitment request refused ({code})")
+        if wait_s > 0:
+            import time
+
+            time.sleep(wait_s)
+    finally:
+        if assoc.is_established:
+            assoc.release()
