@@ -12,7 +12,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -22,6 +22,10 @@ from gateway import deliver, settings
 from gateway.errors import ConfigError, GatewayError, TransientError
 from gateway.network import Address, parse_address
 from gateway.photos import load_photo
+
+if TYPE_CHECKING:
+    from gateway.item import Item
+    from gateway.journal import Journal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Clinical photos into PACS: de-identified, with consent, nothing lost.")
@@ -206,6 +210,174 @@ def keygen(path: Annotated[Path, typer.Argument(help="key file to create (mode 0
         _say(str(exc))
         raise typer.Exit(EXIT_INPUT) from None
     typer.echo(f"{path}: new key written")
+
+
+queue_app = typer.Typer(no_args_is_help=True, help="The journal, for operators.")
+app.add_typer(queue_app, name="queue")
+
+
+def _configured(config: Path | None, what: str) -> settings.Settings:
+    path = _config_path(config)
+    if path is None:
+        raise ConfigError(f"{what} needs a config (--config or $PHOTO_GATEWAY_CONFIG)")
+    return settings.load(path)
+
+
+def _journal(config: Path | None, what: str) -> "Journal":
+    from gateway.journal import Journal
+    from gateway.node import journal_path
+
+    cfg = _configured(config, what)
+    if cfg.staging is None:
+        raise ConfigError("the config has no staging section")
+    path = journal_path(cfg)
+    if not path.exists():
+        raise ConfigError(f"{path}: no journal yet (has the node run?)")
+    return Journal(path)
+
+
+def _row(item: "Item") -> dict[str, object]:
+    return {"id": item.id, "state": item.state.value, "destination": item.destination,
+            "reason": item.reason, "updated": dt.datetime.fromtimestamp(item.updated).isoformat(timespec="seconds")}
+
+
+@queue_app.command("list")
+def queue_list(
+    all_items: Annotated[bool, typer.Option("--all", help="include finished items")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Unfinished items (--all adds finished ones)."""
+    import json
+
+    try:
+        journal = _journal(config, "queue list")
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    rows = [_row(i) for i in journal.list(unfinished_only=not all_items)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['id']}  {r['state']:<11} {r['destination'] or '-':<12} {r['updated']}  {r['reason'] or ''}")
+    typer.echo(f"{len(rows)} item(s)", err=True)
+
+
+@queue_app.command("show")
+def queue_show(item_id: str, config: ConfigOpt = None) -> None:
+    """One item, every field."""
+    import dataclasses
+    import json
+
+    try:
+        journal = _journal(config, "queue show")
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    item = journal.get(item_id)
+    if item is None:
+        _say(f"no item {item_id}")
+        raise typer.Exit(EXIT_INPUT)
+    typer.echo(json.dumps({**dataclasses.asdict(item), "state": item.state.value}, indent=2))
+
+
+@queue_app.command("retry")
+def queue_retry(
+    item_id: Annotated[Optional[str], typer.Argument()] = None,
+    all_items: Annotated[bool, typer.Option("--all", help="every quarantined or waiting item")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Put quarantined (or waiting) items back in line: the running node picks them up."""
+    from gateway.item import State
+
+    try:
+        if (item_id is None) == (not all_items):
+            raise ConfigError("give an item id or --all")
+        journal = _journal(config, "queue retry")
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    stuck = {State.QUARANTINED, State.WAITING}
+    items = journal.list(states=stuck) if all_items else [i for i in [journal.get(str(item_id))] if i]
+    if not all_items and (not items or items[0].state not in stuck):
+        _say(f"{item_id}: not a quarantined or waiting item")
+        raise typer.Exit(EXIT_INPUT)
+    for item in items:
+        back = State.CONVERTED if item.sop_instance_uid else State.RECEIVED
+        journal.transition(item.id, back, expect=stuck, attempts=0, next_attempt_at=None,
+                           reason="retried by an operator")
+        typer.echo(f"{item.id}: {back.value}")
+
+
+@app.command()
+def purge(config: ConfigOpt = None) -> None:
+    """Apply retention now: confirmed items' staging, and expired rejected files."""
+    from gateway.clock import SYSTEM
+    from gateway.item import State
+    from gateway.node import open_store
+    from gateway.pipeline import Pipeline
+
+    try:
+        cfg = _configured(config, "purge")
+        journal, staging = open_store(cfg)
+        secret, options, _ = _secret_and_options(cfg)
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    pipeline = Pipeline(cfg, journal, staging, secret, SYSTEM, options=options)
+    purged = sum(pipeline._purge(i) for i in journal.list(states={State.COMMITTED}))  # noqa: SLF001
+    orphans = pipeline.sweep_orphans()
+    rejected = 0
+    if cfg.sources.folder is not None:
+        from gateway.ingest.folder import FolderDoor
+
+        rejected = FolderDoor(cfg.sources.folder, None).purge_rejected()  # type: ignore[arg-type]
+    typer.echo(f"purged {purged} confirmed item(s), {orphans} unacknowledged leftover(s), "
+               f"{rejected} expired rejected file(s)")
+
+
+@app.command()
+def lookup(
+    patient_id: Annotated[str, typer.Argument(help="the hospital's patient ID")],
+    issuer: Annotated[str, typer.Option("--issuer", help="issuer of the patient ID")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Print the pseudonym under which this patient's photos are filed in the PACS (audited)."""
+    from dicom_mapping.uids import patient_pseudonym
+    from gateway.audit import audit
+
+    try:
+        cfg = _load(config)
+        secret, _, _ = _secret_and_options(cfg)
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    pseudonym = patient_pseudonym(secret, issuer, patient_id)
+    audit(cfg, "lookup", pseudonym=pseudonym)
+    typer.echo(pseudonym)
+
+
+@app.command()
+def serve(config: ConfigOpt = None) -> None:
+    """Run the node: DICOM SCP, hot folder, HTTP, scheduler. Stops on SIGTERM or Ctrl-C."""
+    import signal
+    import threading
+
+    from gateway.node import Node
+
+    try:
+        node = Node(_configured(config, "serve"))
+        node.start()
+    except ConfigError as exc:
+        _say(str(exc))
+        raise typer.Exit(EXIT_INPUT) from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    typer.echo("photo-gateway: serving", err=True)
+    stop.wait()
+    node.stop()
 
 
 @config_app.command("check")
