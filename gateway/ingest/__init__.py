@@ -1,0 +1,1 @@
+"""The doors: where inputs enter the gateway (DICOM, hot folder, HTTP); each calls Intake."""
