@@ -85,6 +85,8 @@ def parse_metadata(raw: bytes | str | dict[str, object]) -> PhotoMetadata:
     if isinstance(raw, (bytes, str)):
         try:
             data = json.loads(raw)
+        except RecursionError:
+            raise InputError("metadata is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(f"metadata is not valid JSON ({exc.__class__.__name__})") from None
     else:

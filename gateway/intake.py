@@ -64,7 +64,8 @@ class Intake:
     def accept_photo(self, data: bytes, meta_raw: bytes | str | dict[str, Any] | None, *, source: str,
                      default_consent: Consent | None = None, calling_ae: str | None = None) -> list[Item]:
         """Validate and stage one photo; the items made (one per destination)."""
-        photo.validate(data)  # kind, structure, pixel limit: refused at the door, never later
+        if photo.validate(data) == "dicom":  # kind, structure, pixel limit: refused at the door
+            raise InputError("a DICOM file, not a photo: send it to the DICOM port")
         if meta_raw is None:
             raise InputError("no metadata for the photo")
         meta = parse_metadata(meta_raw)

@@ -58,8 +58,9 @@ class Node:
 
     def kick(self) -> None:
         """A door staged something: run the pipeline now rather than at the next tick. (The
-        pipeline's own lock makes an overlapping step a no-op.)"""
-        threading.Thread(target=self._step, daemon=True).start()
+        pipeline's own lock makes an overlapping step a no-op.) Only once the node runs."""
+        if self.scheduler.running:
+            threading.Thread(target=self._step, daemon=True).start()
 
     def _step(self) -> None:
         try:

@@ -41,7 +41,8 @@ from gateway.staging import Staging, StagingError
 log = logging.getLogger(__name__)
 
 BATCH = 20  # objects per association
-COMMITMENT_TIMEOUT_S = 60.0  # a commitment request unanswered this long is asked again
+COMMITMENT_TIMEOUT_S = 60.0
+COMMIT_FAILED = "storage commitment failed"  # a commitment request unanswered this long is asked again
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Counters:
     """What metrics and notes report; no PHI."""
 
     stored: int = 0
-    resent: int = 0  # C-STOREs of an item that had been sent before (same SOP Instance UID)
+    resent: int = 0  # C-STOREs after an unclear outcome (no answer), under the same SOP Instance UID
     committed: int = 0
     purged: int = 0
     quarantined: int = 0
@@ -59,7 +60,8 @@ class Counters:
 
 class Pipeline:
     def __init__(self, cfg: Settings, journal: Journal, staging: Staging, secret: bytes, clock: Clock,
-                 *, options: frozenset[str], commitment_timeout_s: float = COMMITMENT_TIMEOUT_S) -> None:
+                 *, options: frozenset[str], commitment_timeout_s: float = COMMITMENT_TIMEOUT_S,
+                 same_association_wait_s: float = 0.5) -> None:
         self.cfg = cfg
         self.journal = journal
         self.staging = staging
@@ -67,8 +69,9 @@ class Pipeline:
         self.clock = clock
         self.options = options
         self.commitment_timeout_s = commitment_timeout_s
+        self.same_association_wait_s = same_association_wait_s
         self.counters = Counters()
-        self._stored_once: set[str] = set()
+        self._unclear: set[str] = set()  # items whose last C-STORE had no answer
         self._lock = threading.Lock()  # one step at a time (scheduler thread or CLI loop)
         self._random = random.Random()
 
@@ -163,16 +166,22 @@ class Pipeline:
             return 0
         moved = 0
         for item, outcome in zip(items, outcomes):
-            if item.attempts > 0 or item.id in self._stored_once:
-                self.counters.resent += int(outcome.ok)
+            if item.id in self._unclear:  # the last attempt may have reached the PACS
+                self.counters.resent += 1
+                self._unclear.discard(item.id)
+            if outcome.status is None:
+                self._unclear.add(item.id)
             self.counters.by_status[f"0x{outcome.status:04X}" if outcome.status is not None else "none"] += 1
             if outcome.ok:
                 self.counters.stored += 1
-                self._stored_once.add(item.id)
                 state = State.SENT if dest.storage_commitment else State.COMMITTED
+                # A store after a failed commitment keeps counting: a PACS that accepts every
+                # C-STORE but never commits the object must end in quarantine, not loop forever.
+                keep = (item.reason or "").startswith(COMMIT_FAILED)
                 try:
                     self.journal.transition(item.id, state, expect={State.CONVERTED, State.WAITING},
-                                            next_attempt_at=None, reason=None, attempts=0)
+                                            next_attempt_at=None, reason=item.reason if keep else None,
+                                            attempts=item.attempts if keep else 0)
                     moved += 1
                 except StateConflict:
                     continue
@@ -224,24 +233,34 @@ class Pipeline:
                     self._quarantine(item, "storage commitment never answered", expect=State.SENT)
                     group.remove(item)
                 else:
-                    self.journal.transition(item.id, State.SENT, expect=State.SENT, attempts=attempts,
-                                            reason="storage commitment not answered yet; asked again")
+                    self._still_sent(item, attempts=attempts,
+                                     reason="storage commitment not answered yet; asked again")
             if not group:
                 continue
             refs = [(self._sop_class(i), str(i.sop_instance_uid)) for i in group]
             try:
+                # The result may also come back on this association (PS3.4 J.3.3): wait briefly.
                 deliver.request_commitment(dest.address, refs, "2.25." + str(uuid.uuid4().int),
-                                           self.cfg.node.ae_title)
+                                           self.cfg.node.ae_title,
+                                           evt_handlers=deliver.commitment_handlers(self.on_commitment),
+                                           wait_s=self.same_association_wait_s)
             except TransientError as exc:
                 for item in group:
-                    self.journal.transition(item.id, State.SENT, expect=State.SENT, reason=str(exc),
-                                            next_attempt_at=self.clock.now() + self.commitment_timeout_s)
+                    self._still_sent(item, reason=str(exc),
+                                     next_attempt_at=self.clock.now() + self.commitment_timeout_s)
                 continue
             for item in group:
-                self.journal.transition(item.id, State.SENT, expect=State.SENT,
-                                        next_attempt_at=self.clock.now() + self.commitment_timeout_s)
+                self._still_sent(item, next_attempt_at=self.clock.now() + self.commitment_timeout_s)
             asked += len(fresh)
         return asked
+
+    def _still_sent(self, item: Item, **fields: object) -> None:
+        """Update a SENT item unless a commitment report moved it meanwhile (it may arrive on the
+        N-ACTION's own association, before the request call has even returned)."""
+        try:
+            self.journal.transition(item.id, State.SENT, expect=State.SENT, **fields)
+        except StateConflict:
+            pass
 
     def _sop_class(self, item: Item) -> str:
         ds = dcmread(io.BytesIO(self.staging.read(item.id, OUTPUT)), stop_before_pixels=True)
@@ -264,7 +283,7 @@ class Pipeline:
                     continue
                 crashpoint("after-commit")
             elif item.sop_instance_uid in bad:
-                reason = f"storage commitment failed (0x{bad[item.sop_instance_uid]:04X}); storing again"
+                reason = f"{COMMIT_FAILED} (0x{bad[item.sop_instance_uid]:04X}); storing again"
                 self._retry(item, reason, self._destination(item.destination or ""), expect={State.SENT})
 
     # -- purge ----------------------------------------------------------------------------------------

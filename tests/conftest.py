@@ -20,7 +20,7 @@ DATA = TESTS / "data"
 sys.path.insert(0, str(TESTS))  # photo_factory
 
 from gateway.orthanc import EmbeddedOrthanc  # noqa: E402
-from gateway.settings import write_key_file  # noqa: E402
+from gateway.settings import Settings, write_key_file  # noqa: E402
 
 DCMTK = Path("/usr/bin")
 # The one false positive of dciodvfy 1.00~20220618 the contract allowlists (PS3.3 C.7.2.3:
@@ -73,3 +73,35 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
     """`python -m gateway ...` in a subprocess, as a user would run it."""
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=REPO)
+
+
+def node_settings(tmp_path: Path, destinations: dict[str, dict], **sections: object) -> "Settings":
+    """A node config in tmp_path: key files made with keygen's function, staging in tmp_path."""
+    from gateway.settings import Settings
+
+    keys = tmp_path / "keys"
+    keys.mkdir(exist_ok=True)
+    if not (keys / "staging.key").exists():
+        write_key_file(keys / "staging.key")
+        write_key_file(keys / "pseudonym.key")
+    raw: dict[str, object] = {
+        "staging": {"directory": str(tmp_path / "staging"), "key_file": str(keys / "staging.key")},
+        "deid": {"secret_file": str(keys / "pseudonym.key")},
+        "destinations": destinations,
+        "routes": [{"match": {}, "to": list(destinations)}],
+    }
+    raw.update(sections)
+    return Settings.model_validate(raw)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # noqa: ANN001
+    """Poll with a deadline (no fixed sleeps standing in for the real world)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
