@@ -84,7 +84,12 @@ class Node:
         if cfg.sources.http is not None:
             from gateway.ingest.http import HttpDoor
 
-            self.doors.append(HttpDoor(cfg.sources.http, self.intake, self.journal))
+            self.doors.append(HttpDoor(cfg.sources.http, self.intake, self.journal,
+                                       ready=self.ready, metrics=self.metrics_text))
+        elif cfg.metrics.port is not None:
+            from gateway.metrics import MetricsServer
+
+            self.doors.append(MetricsServer(cfg.node.host, cfg.metrics.port, self.ready, self.metrics_text))
         for door in self.doors:
             door.start()
         self.scheduler.add_job(self._step, "interval", seconds=self.step_interval_s, id="pipeline",
@@ -92,6 +97,20 @@ class Node:
         self.scheduler.add_job(self._alert_quarantine, "interval", seconds=60, id="quarantine-alert")
         self.scheduler.start()
         log.info("node started: %d door(s)", len(self.doors))
+
+    def ready(self) -> bool:
+        """Ready when the journal answers and staging is writable."""
+        try:
+            self.journal.counts()
+            self.staging.check_writable()
+        except Exception:  # noqa: BLE001 - any failure means "not ready", said by /readyz
+            return False
+        return True
+
+    def metrics_text(self) -> str:
+        from gateway.metrics import render
+
+        return render(self.journal.counts(), self.pipeline.counters)
 
     def _alert_quarantine(self) -> None:
         waiting = self.journal.counts()
