@@ -381,7 +381,10 @@ def serve(config: ConfigOpt = None) -> None:
 
 
 @config_app.command("check")
-def config_check(config: ConfigOpt = None) -> None:
+def config_check(
+    connect: Annotated[bool, typer.Option("--connect", help="also C-ECHO every destination and the worklist")] = False,
+    config: ConfigOpt = None,
+) -> None:
     """Validate the configuration (and its key files)."""
     try:
         path = _config_path(config)
@@ -392,10 +395,29 @@ def config_check(config: ConfigOpt = None) -> None:
             settings.read_keys(cfg.deid.secret_file)
         if cfg.staging is not None:
             settings.read_keys(cfg.staging.key_file)
+        for tls in (cfg.node.tls, cfg.sources.http.tls if cfg.sources.http else None):
+            for f in ([tls.cert_file, tls.key_file, tls.ca_file] if tls else []):
+                if f is not None and not f.is_file():
+                    raise ConfigError(f"{path}: TLS file {f} does not exist")
     except ConfigError as exc:
         _say(str(exc))
         raise typer.Exit(EXIT_INPUT) from None
     typer.echo(f"{path}: ok")
+    if not connect:
+        return
+    peers = [(f"destination {n}", d.address) for n, d in cfg.destinations.items()]
+    if cfg.worklist is not None:
+        peers.append(("worklist", cfg.worklist.address))
+    failed = 0
+    for what, address in peers:
+        try:
+            deliver.echo(address, cfg.node.ae_title)
+            typer.echo(f"{what} {address}: C-ECHO success")
+        except TransientError as exc:
+            failed += 1
+            _say(f"{what}: {exc}")
+    if failed:
+        raise typer.Exit(EXIT_NETWORK)
 
 
 def main() -> None:

@@ -11,10 +11,19 @@ import secrets
 import stat
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dicom_mapping.deid import OPTIONS as DEID_OPTIONS
 from dicom_mapping.metadata import Consent
@@ -22,14 +31,23 @@ from gateway.errors import ConfigError
 from gateway.network import Address, parse_address
 
 
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    """A relative path in a config file is relative to that file's directory, not to the cwd."""
+    base = (info.context or {}).get("base") if info.context else None
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Tls(_Model):
-    cert_file: Path
-    key_file: Path
-    ca_file: Path | None = None
+    cert_file: ConfigPath
+    key_file: ConfigPath
+    ca_file: ConfigPath | None = None
 
 
 class CallingAe(_Model):
@@ -47,12 +65,12 @@ class Node(_Model):
 
 
 class Staging(_Model):
-    directory: Path
-    key_file: Path
+    directory: ConfigPath
+    key_file: ConfigPath
 
 
 class Deid(_Model):
-    secret_file: Path
+    secret_file: ConfigPath
     options: tuple[str, ...] = ("retain-longitudinal-modified-dates",)
 
     @field_validator("options")
@@ -76,7 +94,7 @@ class Worklist(_Model):
 
 
 class FolderSource(_Model):
-    path: Path
+    path: ConfigPath
     require_sidecar: bool = True
     default_consent: Consent | None = None
     rejected_retention_days: int = Field(default=7, ge=0)
@@ -141,7 +159,7 @@ class Route(_Model):
 
 
 class Logging(_Model):
-    audit_file: Path | None = None
+    audit_file: ConfigPath | None = None
 
 
 class Metrics(_Model):
@@ -194,7 +212,7 @@ def load(path: Path) -> Settings:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping of sections")
     try:
-        return Settings.model_validate(raw)
+        return Settings.model_validate(raw, context={"base": Path(path).resolve().parent})
     except (ValidationError, ConfigError) as exc:
         text = _describe(exc) if isinstance(exc, ValidationError) else str(exc)
         raise ConfigError(f"{path}: {text}") from None
