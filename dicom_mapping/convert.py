@@ -72,10 +72,17 @@ def _frame_from_jpeg(clean: jpeg.Sanitized, *, lossy: bool = True, derivation: s
     )
 
 
-def _exif_identifiers(exif_tiff: bytes | None, ids: verify.Identifiers) -> None:
-    """Every text value in the EXIF (IFD0, Exif, GPS, Interop): none may leave."""
+def _exif_identifiers(exif_tiff: bytes | None, ids: verify.Identifiers,
+                      kept_icc: bytes | None = None) -> None:
+    """Every text value in the EXIF (IFD0, Exif, GPS, Interop): none may leave.
+
+    A value that is also text of the ICC profile the object keeps on purpose ((0028,2000)) is not
+    looked for: EXIF Make "Apple" is in the copyright of Apple's Display P3 profile, which every
+    iPhone photo carries; there it is the profile's text, not the patient's or the device's.
+    """
     if not exif_tiff:
         return
+    icc_text = kept_icc.lower() if kept_icc else b""
     try:
         exif = Image.Exif()
         exif.load(exif_tiff)
@@ -97,7 +104,10 @@ def _exif_identifiers(exif_tiff: bytes | None, ids: verify.Identifiers) -> None:
             codec = "utf-16" if value.startswith(b"UNICODE") else "latin-1"
             value = value[8:].decode(codec, "ignore")
         if isinstance(value, str) and len(value.strip("\x00 ")) >= verify.MIN_LENGTH:
-            ids.add("EXIF text", value.strip("\x00 "))
+            text = value.strip("\x00 ")
+            if icc_text and text.lower().encode("utf-8", "ignore") in icc_text:
+                continue
+            ids.add("EXIF text", text)
 
 
 def _identifiers(meta: PhotoMetadata) -> verify.Identifiers:
@@ -211,6 +221,6 @@ def convert_photo(data: bytes, meta: PhotoMetadata, params: ConvertParams) -> Co
     deid.mark_deidentified(out, params.options)
 
     ids = _identifiers(meta)
-    _exif_identifiers(exif_tiff, ids)
+    _exif_identifiers(exif_tiff, ids, out.get("ICCProfile"))
     verify.check(out, ids)
     return Converted(out, notes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,10 @@ from dicom_mapping.errors import InputError
 # ITU T.81 B.1.1.3 / contract: SOI, APP0 (JFIF only), APP14 (Adobe), DQT, SOF0-3, DHT, DRI, SOS, RSTn, EOI
 ALLOWED_MARKERS = {0xD8, 0xE0, 0xEE, 0xDB, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xDD, 0xDA, 0xD9}
 MIN_LENGTH = 4
+# A value without letters (a number, a version, a date or time) is looked for as a whole number:
+# EXIF Software "14.6" is not in a Lossy Image Compression Ratio "14.62", nor a patient ID
+# "4711" in a time "104711".
+_NUMERIC = re.compile(r"[0-9 .,:/+-]+")
 
 
 @dataclass
@@ -151,7 +156,12 @@ def check(ds: Dataset, identifiers: Identifiers) -> None:
     haystacks = [_text_haystack(ds).lower(), *(f.lower() for f in frame_headers)]
     for value, kind in identifiers.strings.items():
         needle = value.encode("utf-8", "ignore")
-        if any(needle in hay for hay in haystacks):
+        if _NUMERIC.fullmatch(value):
+            whole = re.compile(rb"(?<![0-9])" + re.escape(needle) + rb"(?![0-9])")
+            found = any(whole.search(hay) for hay in haystacks)
+        else:
+            found = any(needle in hay for hay in haystacks)
+        if found:
             raise InputError(f"last check: an identifying value ({kind}) is still in the object")
     for uid in identifiers.uids:
         if uid.encode() in header:
