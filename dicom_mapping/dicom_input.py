@@ -77,6 +77,7 @@ __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
     "PHOTO_SOP_CLASSES",
     "DicomParams",
+    "consent_for",
     "convert_dicom",
     "read_dicom",
 ]
@@ -412,7 +413,7 @@ def convert_dicom(ds: Dataset, params: DicomParams) -> Converted:
             "the patient and cannot be removed",
             status=NOT_AUTHORIZED,
         )
-    consent = _consent(ds, params.default_consent)
+    consent = consent_for(ds, params.default_consent)
     pseudonym = _pseudonym(ds, params.secret)
     _refuse_embedded_overlays(ds)
     pixels = _pixels(ds, ts)
@@ -469,8 +470,12 @@ def _input_transfer_syntax(ds: Dataset) -> str:
     return ts
 
 
-def _consent(ds: Dataset, default: Consent | None) -> Consent:
-    """PS3.3 C.7.2.3: any item that says NO or WITHDRAWN wins over one that says YES; an item
+def consent_for(ds: Dataset, default: Consent | None) -> Consent:
+    """The granted consent under which the object may leave, or InputError (0x0124): the
+    object's own Consent for Clinical Trial Use Sequence, else `default` marked assumed. The
+    same gate `convert_dicom` applies, for a door that refuses before staging.
+
+    PS3.3 C.7.2.3: any item that says NO or WITHDRAWN wins over one that says YES; an item
     without a known flag is no consent at all (and no reason to fall back to the default)."""
     seq = ds.get("ConsentForClinicalTrialUseSequence")
     if seq:
@@ -917,14 +922,13 @@ def _strip_j2k(
             else:
                 header += frame[q : q + 2 + length]
             q += 2 + length
-        if cut:
-            if psot:
-                if tlm:
-                    raise InputError(
-                        f"{where}: COM in a tile-part header with a TLM marker: the "
-                        "tile-part lengths cannot be kept consistent"
-                    )
-                header[6:10] = (psot - cut).to_bytes(4, "big")
+        if cut and psot:  # Psot 0 ("up to EOC") needs no change
+            if tlm:
+                raise InputError(
+                    f"{where}: COM in a tile-part header with a TLM marker: the "
+                    "tile-part lengths cannot be kept consistent"
+                )
+            header[6:10] = (psot - cut).to_bytes(4, "big")
         out += header + frame[q:part_end]
         pos = part_end
     if removed and _strip_j2k(bytes(out), index, rows, columns, samples)[1]:
