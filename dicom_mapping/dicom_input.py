@@ -446,7 +446,9 @@ def convert_dicom(ds: Dataset, params: DicomParams) -> Converted:
 
     ids = _identifiers(ds, params.options)
     for exif in pixels.exif:
-        _exif_identifiers(exif, ids)
+        # Text of the ICC profile the object keeps (its own or the frame's) is not looked for:
+        # an iPhone's EXIF Make "Apple" is in the copyright of Apple's Display P3 profile.
+        _exif_identifiers(exif, ids, out.get("ICCProfile"))
     _last_check(out, ids, pixels.transfer_syntax)
     return Converted(out, tuple(notes))
 

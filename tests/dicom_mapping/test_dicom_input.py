@@ -811,3 +811,18 @@ def test_a_senders_private_block_under_our_consent_creator_keeps_only_the_consen
     out = convert_dicom(ds, DicomParams(secret=SECRET)).dataset
     assert b"dmsmuggled7t" not in _part10(out).lower()
     assert consent_attrs.read_consent(out).scope == ("clinical-care",)
+
+
+def test_exif_text_that_is_text_of_the_kept_icc_profile_does_not_get_the_object_refused():
+    """As with an iPhone's EXIF Make "Apple" and Apple's Display P3 profile (convert.py)."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "mntrRGB XYZ"  # Make: the ICC header's class + colour space + PCS, as text
+    exif[0x013B] = "DMARTISTEX8P"  # Artist: a real identifier, which must go
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 16), (200, 150, 120)).save(buf, "JPEG", exif=exif, icc_profile=icc)
+    converted = convert_dicom(_jpeg_photo(buf.getvalue()), PARAMS)
+    assert converted.dataset.ICCProfile == icc
+    assert b"dmartistex8p" not in _part10(converted.dataset).lower()
