@@ -72,7 +72,7 @@ def _frame_from_jpeg(clean: jpeg.Sanitized, *, lossy: bool = True, derivation: s
     )
 
 
-def _exif_identifiers(exif_tiff: bytes | None, ids: verify.Identifiers,
+def exif_identifiers(exif_tiff: bytes | None, ids: verify.Identifiers,
                       kept_icc: bytes | None = None) -> None:
     """Every text value in the EXIF (IFD0, Exif, GPS, Interop): none may leave.
 
@@ -221,6 +221,6 @@ def convert_photo(data: bytes, meta: PhotoMetadata, params: ConvertParams) -> Co
     deid.mark_deidentified(out, params.options)
 
     ids = _identifiers(meta)
-    _exif_identifiers(exif_tiff, ids, out.get("ICCProfile"))
+    exif_identifiers(exif_tiff, ids, out.get("ICCProfile"))
     verify.check(out, ids)
     return Converted(out, notes)

@@ -69,7 +69,7 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from dicom_mapping import consent as consent_attrs
 from dicom_mapping import deid, jpeg, uids, verify, wrap
-from dicom_mapping.convert import Converted, _exif_identifiers
+from dicom_mapping.convert import Converted, exif_identifiers
 from dicom_mapping.errors import InputError
 from dicom_mapping.metadata import Consent
 
@@ -448,7 +448,7 @@ def convert_dicom(ds: Dataset, params: DicomParams) -> Converted:
     for exif in pixels.exif:
         # Text of the ICC profile the object keeps (its own or the frame's) is not looked for:
         # an iPhone's EXIF Make "Apple" is in the copyright of Apple's Display P3 profile.
-        _exif_identifiers(exif, ids, out.get("ICCProfile"))
+        exif_identifiers(exif, ids, out.get("ICCProfile"))
     _last_check(out, ids, pixels.transfer_syntax)
     return Converted(out, tuple(notes))
 

@@ -94,11 +94,26 @@ def _walk(ds: Dataset) -> Iterable[object]:
             yield elem
 
 
+# PS3.5 A.4.1-A.4.3: the transfer syntaxes whose frames are JPEG (T.81) bitstreams.
+JPEG_TRANSFER_SYNTAXES = frozenset({jpeg.JPEG_BASELINE, jpeg.JPEG_EXTENDED, jpeg.JPEG_LOSSLESS,
+                                    jpeg.JPEG_LOSSLESS_SV1})
+# Encapsulations without T.81 segments; their converter walks and strips them (dicom_input).
+OTHER_CHECKED_SYNTAXES = frozenset({"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80",
+                                    "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90",
+                                    "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
+                                    "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"})
+
+
 def _frames(ds: Dataset) -> list[bytes]:
-    """The encapsulated frames of the object (none for native pixel data)."""
+    """The encapsulated JPEG frames of the object (none for native pixel data, nor for the other
+    encapsulations, which are not T.81 streams); InputError for a syntax not known here."""
     meta = getattr(ds, "file_meta", None)
     if "PixelData" not in ds or meta is None or not meta.TransferSyntaxUID.is_compressed:
         return []
+    if str(meta.TransferSyntaxUID) in OTHER_CHECKED_SYNTAXES:
+        return []
+    if str(meta.TransferSyntaxUID) not in JPEG_TRANSFER_SYNTAXES:
+        raise InputError(f"last check: frames of transfer syntax {meta.TransferSyntaxUID} cannot be checked")
     n = int(ds.get("NumberOfFrames", 1) or 1)
     return list(generate_frames(ds["PixelData"].value, number_of_frames=n))
 

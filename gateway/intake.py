@@ -99,18 +99,13 @@ class Intake:
                      extra_sop_classes: frozenset[str] = frozenset()) -> list[Item]:
         """Validate and stage one DICOM object (Part 10 bytes); consent from the object or default."""
         from dicom_mapping import dicom_input
-        from dicom_mapping.consent import read_consent
 
         ds = dicom_input.read_dicom(data)
         sop_class = str(ds.get("SOPClassUID", ""))
-        if sop_class not in dicom_input.PHOTO_SOP_CLASSES | extra_sop_classes:
+        extra = extra_sop_classes | frozenset(self.cfg.node.extra_sop_classes)
+        if sop_class not in dicom_input.PHOTO_SOP_CLASSES | extra:
             raise InputError(f"SOP class {sop_class or '(none)'} is not a photo storage class", status=0x0122)
-        consent = read_consent(ds)
-        if consent is None and default_consent is not None:
-            consent = default_consent.model_copy(update={"assumed": True})
-        if consent is None or consent.status != "granted":
-            why = "no consent record" if consent is None else f"consent {consent.status}"
-            raise InputError(f"{why}: the object cannot be shared", status=0x0124)
+        consent = dicom_input.consent_for(ds, default_consent)  # InputError 0x0124 unless granted
         facts = route.Facts(source=source, calling_ae=calling_ae, modality=str(ds.get("Modality", "")) or None,
                             consent_scope=tuple(consent.scope))
         received = dt.datetime.fromtimestamp(self.clock.now()).replace(microsecond=0).isoformat()

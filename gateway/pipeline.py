@@ -145,7 +145,9 @@ class Pipeline:
         from dicom_mapping import dicom_input
 
         default = Consent.model_validate(job.default_consent) if job.default_consent else None
-        params_d = dicom_input.DicomParams(secret=self.secret, options=self.options, default_consent=default)
+        params_d = dicom_input.DicomParams(
+            secret=self.secret, options=self.options, default_consent=default,
+            allowed_sop_classes=dicom_input.PHOTO_SOP_CLASSES | frozenset(self.cfg.node.extra_sop_classes))
         return dicom_input.convert_dicom(dicom_input.read_dicom(data), params_d).dataset
 
     # -- deliver ----------------------------------------------------------------------------------

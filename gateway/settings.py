@@ -62,6 +62,8 @@ class Node(_Model):
     max_associations: int = Field(default=10, ge=1)
     tls: Tls | None = None
     allowed_calling_aes: dict[str, CallingAe | None] = Field(default_factory=dict)
+    # Storage SOP classes accepted besides SC, Multi-frame True Color SC and VL Photographic.
+    extra_sop_classes: tuple[str, ...] = ()
 
 
 class Staging(_Model):
