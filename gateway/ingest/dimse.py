@@ -3,7 +3,7 @@
 What it answers (PS3.4 Annexes A, B and J; PS3.7 Annex C):
   * C-ECHO from every accepted calling AE.
   * C-STORE of the photo storage classes (`dicom_input.PHOTO_SOP_CLASSES`: Secondary Capture,
-    Multi-frame True Color SC, VL Photographic) and of any class the config adds, in the transfer
+    Multi-frame True Color SC, VL Photographic) and of `node.extra_sop_classes`, in the transfer
     syntaxes of TRANSFER_SYNTAXES. Any other SOP class or syntax: its presentation context is
     rejected at association, so the sender learns it before sending a byte of pixel data.
     (The mapping also reads RLE, JPEG-LS and JPEG 2000; the door does not offer them yet. Never
@@ -251,7 +251,9 @@ class DimseDoor:
         self.cfg = cfg
         self.intake = intake
         self.on_commitment = on_commitment
-        self.extra_sop_classes = frozenset(extra_sop_classes)
+        # node.extra_sop_classes (config) and any the caller adds: offered at association too.
+        self.extra_sop_classes = frozenset(extra_sop_classes) | frozenset(
+            cfg.node.extra_sop_classes)
         node = cfg.node
         self._consent: dict[str, Consent | None] = {
             ae.strip(): (entry.default_consent if entry is not None else None)
