@@ -194,27 +194,9 @@ def request_commitment(
 CommitmentCallback = Callable[[str, str, list[str], list[tuple[str, int]]], None]
 
 
-def parse_commitment_report(info: Dataset) -> tuple[str, list[str], list[tuple[str, int]]]:
-    """N-EVENT-REPORT Event Information (PS3.4 J.3.3): transaction, succeeded, failed+reason."""
-    txn = str(info.get("TransactionUID", ""))
-    ok = [str(r.ReferencedSOPInstanceUID) for r in info.get("ReferencedSOPSequence", [])]
-    bad = [(str(r.ReferencedSOPInstanceUID), int(r.get("FailureReason", 0x0110)))
-           for r in info.get("FailedSOPSequence", [])]
-    return txn, ok, bad
+def commitment_handlers(callback: CommitmentCallback) -> list[tuple[Any, ...]]:
+    """Handlers that take a storage commitment result on the N-ACTION's own association: the
+    DICOM door's, so one parser (with its checks of event type and transaction) serves both."""
+    from gateway.ingest.dimse import DimseDoor
 
-
-def commitment_handlers(callback: CommitmentCallback) -> list[tuple[Any, Any]]:
-    """Handlers that take a storage commitment result on any association (ours or the PACS's)."""
-    from pynetdicom import evt
-
-    def on_report(event: Any) -> tuple[int, None]:
-        try:
-            txn, ok, bad = parse_commitment_report(event.event_information)
-            callback(event.assoc.requestor.ae_title if event.assoc.is_acceptor else
-                     event.assoc.acceptor.ae_title, txn, ok, bad)
-        except Exception:  # noqa: BLE001 - never let an exception escape a handler
-            log.exception("storage commitment report could not be processed")
-            return 0x0110, None
-        return 0x0000, None
-
-    return [(evt.EVT_N_EVENT_REPORT, on_report)]
+    return DimseDoor.commitment_handlers(callback)

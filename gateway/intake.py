@@ -105,6 +105,9 @@ class Intake:
         extra = extra_sop_classes | frozenset(self.cfg.node.extra_sop_classes)
         if sop_class not in dicom_input.PHOTO_SOP_CLASSES | extra:
             raise InputError(f"SOP class {sop_class or '(none)'} is not a photo storage class", status=0x0122)
+        if not str(ds.get("PatientID", "") or "").strip():
+            # Every such object would share one pseudonym: refused here, not quarantined later.
+            raise InputError("no Patient ID: the object cannot be filed under a pseudonym", status=0xC000)
         consent = dicom_input.consent_for(ds, default_consent)  # InputError 0x0124 unless granted
         facts = route.Facts(source=source, calling_ae=calling_ae, modality=str(ds.get("Modality", "")) or None,
                             consent_scope=tuple(consent.scope))

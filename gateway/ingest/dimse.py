@@ -82,6 +82,12 @@ TRANSFER_SYNTAXES = (
     uid.JPEGLossless,  # .57
     uid.ExplicitVRLittleEndian,
     uid.ImplicitVRLittleEndian,
+    # dicom_input checks and strips these too (RLE headers; JPEG-LS and JPEG 2000 comments).
+    uid.RLELossless,
+    uid.JPEGLSLossless,
+    uid.JPEGLSNearLossless,
+    uid.JPEG2000Lossless,
+    uid.JPEG2000,
 )
 COMMITMENT_TRANSFER_SYNTAXES = (uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian)
 

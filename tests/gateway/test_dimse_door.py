@@ -184,9 +184,14 @@ def syntax_of(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
 
 
-PHOTOS = [p for p, photo in dicom_files() if photo and syntax_of(p) in TRANSFER_SYNTAXES]
-PHOTOS_OTHER_SYNTAX = [p for p, photo in dicom_files()
-                       if photo and syntax_of(p) not in TRANSFER_SYNTAXES]
+def _has_patient_id(path: Path) -> bool:
+    return bool(str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID", "") or "").strip())
+
+
+ALL_PHOTOS = [p for p, photo in dicom_files() if photo]
+assert all(syntax_of(p) in TRANSFER_SYNTAXES for p in ALL_PHOTOS)  # every test photo's syntax is offered
+PHOTOS = [p for p in ALL_PHOTOS if _has_patient_id(p)]
+NO_PATIENT_ID = [p for p in ALL_PHOTOS if not _has_patient_id(p)]
 NOT_PHOTOS = [p for p, photo in dicom_files() if not photo]
 
 
@@ -302,7 +307,15 @@ def test_photo_object_is_staged_once_and_answered_success(
         assert len(value) < 4 or value not in logged, f"{keyword} of the input is in the log"
 
 
-@pytest.mark.parametrize("path", NOT_PHOTOS + PHOTOS_OTHER_SYNTAX, ids=lambda p: p.name)
+def test_an_object_without_patient_id_is_refused_c000_at_the_door(make_node: Callable[..., Node]) -> None:
+    assert [p.name for p in NO_PATIENT_ID] == ["sc_jpeg_baseline_rgb_no_transform.dcm"]
+    node = make_node()
+    rc, out = storescu(node, NO_PATIENT_ID[0], debug=True)
+    assert "CannotUnderstand" in out and "Patient ID" in out, out
+    node.assert_nothing_staged()
+
+
+@pytest.mark.parametrize("path", NOT_PHOTOS, ids=lambda p: p.name)
 def test_other_classes_and_syntaxes_are_refused_at_association(make_node: Callable[..., Node],
                                                                path: Path) -> None:
     node = make_node()
