@@ -20,6 +20,8 @@ from gateway.settings import Settings
 from gateway.staging import Staging
 
 log = logging.getLogger(__name__)
+# A pipeline step that outlasts the tick is normal during an outage: not a warning every 0.25 s.
+logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def journal_path(cfg: Settings) -> Path:
