@@ -64,7 +64,7 @@ def echo(address: Address, calling_ae: str = "PHOTOGW", timeout: float = 10) -> 
     assoc = ae.associate(address.host, address.port, ae_title=address.ae_title,
                          evt_handlers=NODELAY_HANDLERS)
     if not assoc.is_established:
-        raise TransientError(f"{address}: {_why_not_established(assoc)}")
+        raise TransientError(f"{address}: {why_not_established(assoc)}")
     try:
         status = assoc.send_c_echo()
     finally:
@@ -73,7 +73,7 @@ def echo(address: Address, calling_ae: str = "PHOTOGW", timeout: float = 10) -> 
         raise TransientError(f"{address}: C-ECHO failed")
 
 
-def _why_not_established(assoc: object) -> str:
+def why_not_established(assoc: object) -> str:
     if getattr(assoc, "is_rejected", False):
         return "association rejected (check the called AE title and that this gateway is allowed)"
     if getattr(assoc, "is_aborted", False):
@@ -103,7 +103,7 @@ def store(
     assoc = ae.associate(address.host, address.port, ae_title=address.ae_title,
                          evt_handlers=NODELAY_HANDLERS)
     if not assoc.is_established:
-        raise TransientError(f"{address}: {_why_not_established(assoc)}")
+        raise TransientError(f"{address}: {why_not_established(assoc)}")
     outcomes: list[StoreOutcome] = []
     try:
         for ds in datasets:
@@ -167,7 +167,7 @@ def request_commitment(
     assoc = ae.associate(address.host, address.port, ae_title=address.ae_title, ext_neg=[role],
                          evt_handlers=[*NODELAY_HANDLERS, *(evt_handlers or [])])
     if not assoc.is_established:
-        raise TransientError(f"{address}: storage commitment: {_why_not_established(assoc)}")
+        raise TransientError(f"{address}: storage commitment: {why_not_established(assoc)}")
     try:
         request = Dataset()
         request.TransactionUID = transaction_uid

@@ -153,7 +153,7 @@ def _framed(chunks: _Chunks) -> Iterator[tuple[bytes | memoryview, bool]]:
     yield previous, True
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -200,7 +200,7 @@ class Staging:
                 except FileNotFoundError:
                     pass
         if removed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             log.info("staging: removed %d unfinished temporary file(s)", removed)
 
     def _path(self, item_id: str, name: str) -> Path:
@@ -249,7 +249,7 @@ class Staging:
                 os.close(fd)
             try:
                 os.rename(tmp, final)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             except OSError as exc:
                 raise _os_error(exc, what) from exc
         except BaseException:
@@ -350,7 +350,7 @@ class Staging:
                 if entry.name.startswith(prefix):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             raise _os_error(exc, f"removing staged files of item {item_id}") from exc
 

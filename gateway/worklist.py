@@ -38,6 +38,7 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore
 
 from dicom_mapping.errors import InputError
 from gateway.errors import TransientError
+from gateway.deliver import why_not_established
 from gateway.network import NODELAY_HANDLERS, Address
 
 __all__ = ["MWL_FIND", "WorklistFn", "lookup", "make_lookup"]
@@ -99,14 +100,6 @@ def _entry(ds: Dataset) -> dict[str, Any]:
     }
 
 
-def _why_not_established(assoc: Any) -> str:
-    if getattr(assoc, "is_rejected", False):
-        return "association rejected (check the called AE title and that this gateway is allowed)"
-    if getattr(assoc, "is_aborted", False):
-        return "association aborted by the peer"
-    return "no DICOM answer (connection refused or timed out)"
-
-
 def lookup(address: Address, accession: str, patient_id: str | None = None, *,
            calling_ae: str = "PHOTOGW", timeout: float = 10) -> dict[str, Any]:
     """The patient (and study) of an accession number, from the worklist at `address`.
@@ -132,7 +125,7 @@ def lookup(address: Address, accession: str, patient_id: str | None = None, *,
     assoc = ae.associate(address.host, address.port, ae_title=address.ae_title,
                          evt_handlers=handlers)
     if not assoc.is_established:
-        raise TransientError(f"worklist {address}: {_why_not_established(assoc)}")
+        raise TransientError(f"worklist {address}: {why_not_established(assoc)}")
     answers: list[Dataset] = []
     final: int | None = None
     try:

@@ -67,6 +67,7 @@ from watchdog.observers import Observer
 from dicom_mapping.errors import InputError
 from gateway.clock import SYSTEM, Clock
 from gateway.errors import ConfigError, TransientError
+from gateway.staging import fsync_dir
 from gateway.intake import Intake
 from gateway.photos import MAX_INPUT_BYTES, sidecar_for
 from gateway.settings import FolderSource
@@ -107,14 +108,6 @@ class _Retry:
     ident: _Ident
     next_at: float
     failures: int
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Ledger:
@@ -476,7 +469,7 @@ class FolderDoor:
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)
 
     def _target(self, name: str) -> str:
         """A name in rejected/ not used yet by an entry (photo, sidecar or reason)."""
@@ -517,8 +510,8 @@ class FolderDoor:
         for p in [reason_path, *(dst for _, dst in moved)]:
             with contextlib.suppress(FileNotFoundError):
                 os.utime(p, (now, now))
-        _fsync_dir(self.rejected_dir)
-        _fsync_dir(self.folder)
+        fsync_dir(self.rejected_dir)
+        fsync_dir(self.folder)
         self._seen.pop(path.name, None)
         self._retry.pop(path.name, None)
         log.warning("folder door: rejected an input%s: %s", f" (ref {ref})" if ref else "", reason)
@@ -543,7 +536,7 @@ class FolderDoor:
                     os.unlink(entry.path)
                     removed += 1
             if removed:
-                _fsync_dir(self.rejected_dir)
+                fsync_dir(self.rejected_dir)
                 log.info("folder door: deleted %d file(s) from rejected/ after %d day(s)",
                          removed, self.cfg.rejected_retention_days)
             assert self._ledger is not None
