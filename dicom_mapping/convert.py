@@ -8,8 +8,8 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 
-from pydicom.dataset import Dataset
 from PIL import Image
+from pydicom.dataset import Dataset
 
 from dicom_mapping import consent as consent_attrs
 from dicom_mapping import deid, jpeg, orient, photo, uids, verify, wrap

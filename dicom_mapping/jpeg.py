@@ -498,9 +498,7 @@ def _icc_chunk(body: bytes, meta: _Meta) -> None:
         meta.icc_bad = True
         return
     seq, count = body[12], body[13]
-    if count == 0 or seq == 0 or seq > count or seq in meta.icc_chunks:
-        meta.icc_bad = True
-    elif meta.icc_count and count != meta.icc_count:
+    if count == 0 or seq == 0 or seq > count or seq in meta.icc_chunks or meta.icc_count and count != meta.icc_count:
         meta.icc_bad = True
     else:
         meta.icc_count = count

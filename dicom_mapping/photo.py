@@ -514,7 +514,9 @@ def validate(data: bytes) -> str:
     """
     kind = sniff(data)
     if kind == "jpeg":
-        from dicom_mapping import jpeg  # local: jpeg does not need photo, photo needs jpeg only here
+        from dicom_mapping import (
+            jpeg,  # local: jpeg does not need photo, photo needs jpeg only here
+        )
 
         jpeg.read_info(data)
     elif kind == "png":

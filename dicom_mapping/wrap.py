@@ -14,11 +14,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     UID,
     ExplicitVRLittleEndian,
     SecondaryCaptureImageStorage,
     VLPhotographicImageStorage,
-    PYDICOM_IMPLEMENTATION_UID,
 )
 
 from dicom_mapping import bodysite, uids

@@ -12,11 +12,11 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dicom_mapping.convert import ConvertParams, Converted, convert_photo
+from dicom_mapping.convert import Converted, ConvertParams, convert_photo
 from dicom_mapping.errors import InputError
 from gateway import deliver, settings
 from gateway.errors import ConfigError, GatewayError, TransientError
@@ -40,7 +40,7 @@ class IodChoice(str, Enum):
     vl_photo = "vl-photo"
 
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML config (else $PHOTO_GATEWAY_CONFIG)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML config (else $PHOTO_GATEWAY_CONFIG)")]
 
 
 def _say(message: str) -> None:
@@ -95,7 +95,7 @@ def _params(secret: bytes, options: frozenset[str], iod: IodChoice, route: str =
 def convert(
     photos: Annotated[list[Path], typer.Argument(help="JPEG, PNG or HEIC files")],
     out: Annotated[Path, typer.Option("--out", help="directory for <SOPInstanceUID>.dcm")],
-    meta: Annotated[Optional[Path], typer.Option("--meta", help="metadata JSON for every photo")] = None,
+    meta: Annotated[Path | None, typer.Option("--meta", help="metadata JSON for every photo")] = None,
     iod: Annotated[IodChoice, typer.Option("--iod")] = IodChoice.sc,
     config: ConfigOpt = None,
 ) -> None:
@@ -120,10 +120,10 @@ def convert(
 @app.command()
 def send(
     photos: Annotated[list[Path], typer.Argument(help="JPEG, PNG or HEIC files")],
-    to: Annotated[Optional[str], typer.Option("--to", help="AET@HOST:PORT")] = None,
-    destination: Annotated[Optional[str], typer.Option("--destination", help="a destination in the config")] = None,
-    meta: Annotated[Optional[Path], typer.Option("--meta")] = None,
-    iod: Annotated[Optional[IodChoice], typer.Option("--iod")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="AET@HOST:PORT")] = None,
+    destination: Annotated[str | None, typer.Option("--destination", help="a destination in the config")] = None,
+    meta: Annotated[Path | None, typer.Option("--meta")] = None,
+    iod: Annotated[IodChoice | None, typer.Option("--iod")] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds before giving up")] = 60,
     config: ConfigOpt = None,
 ) -> None:
@@ -223,7 +223,7 @@ def _configured(config: Path | None, what: str) -> settings.Settings:
     return settings.load(path)
 
 
-def _journal(config: Path | None, what: str) -> "Journal":
+def _journal(config: Path | None, what: str) -> Journal:
     from gateway.journal import Journal
     from gateway.node import journal_path
 
@@ -236,7 +236,7 @@ def _journal(config: Path | None, what: str) -> "Journal":
     return Journal(path)
 
 
-def _row(item: "Item") -> dict[str, object]:
+def _row(item: Item) -> dict[str, object]:
     return {"id": item.id, "state": item.state.value, "destination": item.destination,
             "reason": item.reason, "updated": dt.datetime.fromtimestamp(item.updated).isoformat(timespec="seconds")}
 
@@ -284,7 +284,7 @@ def queue_show(item_id: str, config: ConfigOpt = None) -> None:
 
 @queue_app.command("retry")
 def queue_retry(
-    item_id: Annotated[Optional[str], typer.Argument()] = None,
+    item_id: Annotated[str | None, typer.Argument()] = None,
     all_items: Annotated[bool, typer.Option("--all", help="every quarantined or waiting item")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -326,7 +326,7 @@ def purge(config: ConfigOpt = None) -> None:
         _say(str(exc))
         raise typer.Exit(EXIT_INPUT) from None
     pipeline = Pipeline(cfg, journal, staging, secret, SYSTEM, options=options)
-    purged = sum(pipeline._purge(i) for i in journal.list(states={State.COMMITTED}))  # noqa: SLF001
+    purged = sum(pipeline._purge(i) for i in journal.list(states={State.COMMITTED}))
     orphans = pipeline.sweep_orphans()
     rejected = 0
     if cfg.sources.folder is not None:

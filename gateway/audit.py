@@ -15,7 +15,7 @@ from gateway.settings import Settings
 def audit(cfg: Settings | None, event: str, **fields: Any) -> None:
     if cfg is None or cfg.logging.audit_file is None:
         return
-    line = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "event": event,
+    line = {"time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "event": event,
             "user": getpass.getuser(), **fields}
     path = cfg.logging.audit_file
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dicom_mapping.errors import InputError
 
-__all__ = ["GatewayError", "ConfigError", "TransientError", "DeliveryError", "InputError"]
+__all__ = ["ConfigError", "DeliveryError", "GatewayError", "InputError", "TransientError"]
 
 
 class GatewayError(Exception):

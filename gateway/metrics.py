@@ -45,7 +45,7 @@ class MetricsServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
                     self._send(200, outer.metrics(), "text/plain; version=0.0.4")
                 elif self.path == "/livez":

@@ -67,7 +67,7 @@ class Node:
     def _step(self) -> None:
         try:
             self.pipeline.step()
-        except Exception:  # noqa: BLE001 - the loop must survive; the item stays in the journal
+        except Exception:
             log.exception("pipeline step failed; will retry on the next tick")
 
     def start(self) -> None:
@@ -126,7 +126,7 @@ class Node:
         for door in reversed(self.doors):
             try:
                 door.stop()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("stopping a door failed")
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)

@@ -37,8 +37,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]
 
 from dicom_mapping.errors import InputError
-from gateway.errors import TransientError
 from gateway.deliver import why_not_established
+from gateway.errors import TransientError
 from gateway.network import NODELAY_HANDLERS, Address
 
 __all__ = ["MWL_FIND", "WorklistFn", "lookup", "make_lookup"]

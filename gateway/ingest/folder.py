@@ -67,10 +67,10 @@ from watchdog.observers import Observer
 from dicom_mapping.errors import InputError
 from gateway.clock import SYSTEM, Clock
 from gateway.errors import ConfigError, TransientError
-from gateway.staging import fsync_dir
 from gateway.intake import Intake
 from gateway.photos import MAX_INPUT_BYTES, sidecar_for
 from gateway.settings import FolderSource
+from gateway.staging import fsync_dir
 
 __all__ = ["PHOTO_SUFFIXES", "FolderDoor"]
 
