@@ -93,3 +93,39 @@ def test_sidecar_is_found_next_to_a_copied_photo(cli_env, tmp_path):
     (out,) = list((tmp_path / "o").glob("*.dcm"))
     frame = _frame(pydicom.dcmread(out))
     assert jpeg.segments(frame)[0].marker == 0xD8
+
+
+def test_send_to_a_destination_with_storage_commitment_waits_for_orthanc_to_commit(tmp_path, cli_env):
+    """send --destination follows the destination's config: Orthanc commits on a new association
+    to the gateway's DICOM port (it knows the gateway from DicomModalities)."""
+    from conftest import node_settings
+    from gateway.network import Address
+    from gateway.orthanc import EmbeddedOrthanc, free_port
+
+    node_port = free_port()
+    pacs = EmbeddedOrthanc(tmp_path / "orthanc",
+                           modalities={"PHOTOGW": Address("PHOTOGW", "127.0.0.1", node_port)})
+    pacs.start()
+    try:
+        cfg = node_settings(tmp_path, {"pacs": {"address": str(pacs.address), "storage_commitment": True}},
+                            node={"ae_title": "PHOTOGW", "host": "127.0.0.1", "port": node_port})
+        config = tmp_path / "gateway.yaml"
+        config.write_text(cfg.model_dump_json())
+        result = run_cli("send", *map(str, PHOTOS[:2]), "--destination", "pacs", "--config", str(config),
+                         "--timeout", "60", env=cli_env)
+        assert result.returncode == 0, result.stderr
+        assert pacs.instance_count() == 2
+        assert len(result.stdout.strip().splitlines()) == 2
+        assert not list((tmp_path / "staging").glob("send-*"))  # nothing stays staged
+    finally:
+        pacs.stop()
+
+
+def test_send_that_times_out_leaves_nothing_staged(tmp_path, cli_env):
+    from gateway.orthanc import free_port
+
+    result = run_cli("send", str(PHOTOS[0]), "--to", f"DOWN@127.0.0.1:{free_port()}", "--timeout", "2",
+                     env=cli_env)
+    assert result.returncode == 1
+    state = Path(cli_env["XDG_DATA_HOME"]) / "photo-gateway"
+    assert [p.name for p in state.iterdir()] == ["pseudonym.key"]
