@@ -6,9 +6,15 @@ import re
 import socket
 from dataclasses import dataclass
 
-from pynetdicom import evt
+from pynetdicom import _config, evt
 
 from gateway.errors import ConfigError
+
+# pynetdicom logs every C-FIND request and response identifier at INFO: an accession number and
+# the worklist's patient ID, name and birth date. PHI is never in a log record, whatever level
+# the application lets through (found by the end-to-end test of the worklist).
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
 
 # PS3.5 6.2: an AE title is 1-16 characters of the default repertoire, no backslash or controls.
 _AET = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
