@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,9 @@ from gateway.staging import Staging
 log = logging.getLogger(__name__)
 
 INPUT, JOB, OUTPUT = "input", "job", "output"
+# PS3.5 9.1 UIDs: digits and dots, at most 64 characters. Leading zeros in a component are
+# invalid too, but some devices write them and they are harmless once the UID is remapped.
+_UID = re.compile(r"(?=.{1,64}$)[0-9]+(\.[0-9]+)*")
 
 # A worklist lookup: (accession, patient id or None) -> metadata patient fields + study UID.
 WorklistLookup = Callable[[str, "str | None"], dict[str, Any]]
@@ -105,6 +109,10 @@ class Intake:
         extra = extra_sop_classes | frozenset(self.cfg.node.extra_sop_classes)
         if sop_class not in dicom_input.PHOTO_SOP_CLASSES | extra:
             raise InputError(f"SOP class {sop_class or '(none)'} is not a photo storage class", status=0x0122)
+        for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+            value = str(ds.get(keyword, "") or "")
+            if not _UID.fullmatch(value):
+                raise InputError(f"{keyword} is not a valid UID (PS3.5 9.1)", status=0xC000)
         if not str(ds.get("PatientID", "") or "").strip():
             # Every such object would share one pseudonym: refused here, not quarantined later.
             raise InputError("no Patient ID: the object cannot be filed under a pseudonym", status=0xC000)
