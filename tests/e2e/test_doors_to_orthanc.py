@@ -641,8 +641,7 @@ def worklist_run(tmp_path_factory: pytest.TempPathFactory) -> WorklistRun:
     """One node run: an accession-only sidecar and an unknown accession dropped into the hot
     folder; the same Orthanc answers the worklist C-FIND and stores the photo. Every log record
     of the run (INFO and up, every logger) is kept, as caplog would (caplog is per test)."""
-    if not os.path.exists(WORKLIST_PLUGIN):
-        pytest.skip("Orthanc worklist plugin missing")
+    assert os.path.exists(WORKLIST_PLUGIN), "Orthanc's worklist plugin (package orthanc) is missing"
     tmp_path = tmp_path_factory.mktemp("worklist")
     inbox = tmp_path / "inbox"
     inbox.mkdir()
