@@ -172,7 +172,8 @@ def frame_for_photo(data: bytes, params: ConvertParams) -> tuple[wrap.PixelFrame
         encoded = photo.encode_jpeg(decoded, quality=params.quality)
         clean = jpeg.sanitize(encoded.jpeg)
         clean = jpeg.Sanitized(clean.bitstream, clean.info, decoded.icc_profile, None, clean.dropped)
-        derivation = "; ".join((*decoded.notes, *encoded.notes, f"{kind.upper()} encoded as JPEG quality {encoded.quality}"))
+        encoded_as = f"{kind.upper()} encoded as JPEG quality {encoded.quality}"
+        derivation = "; ".join((*decoded.notes, *encoded.notes, encoded_as))
         frame = _frame_from_jpeg(clean, derivation=derivation, ratio=encoded.ratio)
         return frame, decoded.exif_tiff, (*decoded.notes, *encoded.notes)
     raise InputError(f"{kind} input is converted by the DICOM path, not as a photo")

@@ -203,7 +203,7 @@ def _parse_sof(data: bytes, off: int, marker: int, end: int, walk: _Walk) -> Non
         raise _at(off, marker, "declares 4 components: 4-component (CMYK) JPEG is not supported")
     if nf not in (1, 3):
         raise _at(off, marker, f"declares {nf} components: {nf}-component JPEG is not supported")
-    comps = []
+    comps: list[Component] = []
     for i in range(nf):
         cid, hv, tq = body[6 + 3 * i : 9 + 3 * i]
         h, v = hv >> 4, hv & 0x0F

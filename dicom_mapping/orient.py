@@ -36,7 +36,7 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 
-from PIL import Image, JpegImagePlugin
+from PIL import Image
 
 from .errors import InputError
 

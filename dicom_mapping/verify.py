@@ -17,9 +17,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.filewriter import dcmwrite
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from dicom_mapping import jpeg
@@ -79,13 +81,13 @@ class Identifiers:
                         self.add(elem.keyword or "private attribute", v)
 
 
-def _values(value: object) -> Iterable[object]:
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return list(value)  # type: ignore[call-overload]
+def _values(value: object) -> list[object]:
+    if isinstance(value, (list, tuple, MultiValue)):
+        return list(value)
     return [value]
 
 
-def _walk(ds: Dataset) -> Iterable[object]:
+def _walk(ds: Dataset) -> Iterable[DataElement]:
     for elem in ds:
         if elem.VR == "SQ":
             for item in elem.value:

@@ -192,8 +192,8 @@ def build(frame: PixelFrame, capture: Capture, secret: bytes) -> Dataset:
         ds["PixelData"].VR = "OB" if ds.BitsAllocated == 8 else "OW"
 
     meta_ds = FileMetaDataset()
-    meta_ds.MediaStorageSOPClassUID = sop_class
-    meta_ds.MediaStorageSOPInstanceUID = sop
+    meta_ds.MediaStorageSOPClassUID = UID(sop_class)
+    meta_ds.MediaStorageSOPInstanceUID = UID(sop)
     meta_ds.TransferSyntaxUID = UID(frame.transfer_syntax)
     meta_ds.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta_ds.ImplementationVersionName = IMPLEMENTATION_VERSION

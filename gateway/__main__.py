@@ -10,7 +10,7 @@ import datetime as dt
 import logging
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,7 +35,7 @@ app.add_typer(config_app, name="config")
 EXIT_OK, EXIT_NETWORK, EXIT_INPUT = 0, 1, 2
 
 
-class IodChoice(str, Enum):
+class IodChoice(StrEnum):
     sc = "sc"
     vl_photo = "vl-photo"
 
@@ -70,7 +70,9 @@ def _secret_and_options(cfg: settings.Settings | None) -> tuple[bytes, frozenset
             frozenset({"retain-longitudinal-modified-dates"}), "PHOTOGW")
 
 
-def _convert_all(photos: list[Path], meta: Path | None, params: ConvertParams) -> tuple[list[tuple[Path, Converted]], int]:
+def _convert_all(
+    photos: list[Path], meta: Path | None, params: ConvertParams
+) -> tuple[list[tuple[Path, Converted]], int]:
     """Convert each photo; report each bad one on stderr; return the good ones and a failure count."""
     done: list[tuple[Path, Converted]] = []
     bad = 0
@@ -88,7 +90,7 @@ def _convert_all(photos: list[Path], meta: Path | None, params: ConvertParams) -
 
 def _params(secret: bytes, options: frozenset[str], iod: IodChoice, route: str = "") -> ConvertParams:
     return ConvertParams(secret=secret, received_at=dt.datetime.now().replace(microsecond=0),
-                         iod=iod.value, route=route, options=options)  # type: ignore[arg-type]
+                         iod=iod.value, route=route, options=options)
 
 
 @app.command()

@@ -136,7 +136,7 @@ def backoff_s(initial_s: float, max_s: float, attempts: int, rand: float) -> flo
     """Seconds before attempt `attempts + 1`: exponential, capped, with "equal jitter" (half the
     delay fixed, half random), so retries of many items spread out but never hammer the PACS."""
     base = min(max_s, initial_s * 2 ** max(0, attempts - 1))
-    return base / 2 + rand * base / 2
+    return float(base / 2 + rand * base / 2)
 
 
 # -- storage commitment (PS3.4 Annex J, Storage Commitment Push Model) ------------------------

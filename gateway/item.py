@@ -12,7 +12,7 @@ import dataclasses
 import re
 import secrets
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 __all__ = ["FINISHED", "KINDS", "SOURCES", "Item", "State", "new_id"]
@@ -22,7 +22,7 @@ SOURCES = frozenset({"cli", "dimse", "folder", "http"})
 KINDS = frozenset({"photo", "dicom"})
 
 
-class State(str, Enum):
+class State(StrEnum):
     """Where an item is: received → converted → sent → committed → purged, or a side exit."""
 
     RECEIVED = "received"  # staged and journalled: the door answered success

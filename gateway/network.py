@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from pynetdicom import _config, evt
 
@@ -53,4 +54,4 @@ def _nodelay(event: evt.Event) -> None:
             pass
 
 
-NODELAY_HANDLERS = [(evt.EVT_CONN_OPEN, _nodelay)]
+NODELAY_HANDLERS: list[Any] = [(evt.EVT_CONN_OPEN, _nodelay)]

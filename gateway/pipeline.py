@@ -167,7 +167,7 @@ class Pipeline:
                 self._retry(item, str(exc), dest)
             return 0
         moved = 0
-        for item, outcome in zip(items, outcomes):
+        for item, outcome in zip(items, outcomes, strict=True):
             if item.id in self._unclear:  # the last attempt may have reached the PACS
                 self.counters.resent += 1
                 self._unclear.discard(item.id)

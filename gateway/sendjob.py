@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from dicom_mapping.metadata import PhotoMetadata
 from gateway import settings as settings_mod
@@ -21,6 +22,9 @@ from gateway.journal import Journal
 from gateway.pipeline import Pipeline
 from gateway.settings import Destination, Settings
 from gateway.staging import Staging
+
+if TYPE_CHECKING:
+    from gateway.ingest.dimse import DimseDoor
 
 
 class SendJob:
@@ -33,7 +37,7 @@ class SendJob:
         self.pipeline = Pipeline(cfg, self.journal, self.staging, secret, SYSTEM, options=options,
                                  commitment_timeout_s=10)
         self.intake = Intake(cfg, self.journal, self.staging, SYSTEM)
-        self.door = None
+        self.door: DimseDoor | None = None
 
     @classmethod
     def create(cls, cfg: Settings | None, name: str, dest: Destination, secret: bytes,
