@@ -553,3 +553,14 @@ def test_12_megapixel_png_to_jpeg_timing_is_reported(capsys: pytest.CaptureFixtu
             f" JPEG encode {end - middle:.2f} s ({len(encoded.jpeg) / 1e6:.1f} MB,"
             f" ratio {encoded.ratio:.1f}:1)"
         )
+
+
+def test_validate_enforces_the_pixel_limit_on_heic_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The door's check reads the HEIC's declared size (no decode) against MAX_PIXELS."""
+    import dicom_mapping.photo as photo_module
+
+    data = (DATA / "heic" / "apple_iphonexs_gps_empty_icc.heic").read_bytes()  # 1025x900
+    assert photo_module.validate(data) == "heic"
+    monkeypatch.setattr(photo_module, "MAX_PIXELS", 1025 * 900 - 1)
+    with pytest.raises(InputError, match="megapixels"):
+        photo_module.validate(data)
