@@ -6,6 +6,7 @@ delivery or network failure. Messages go to stderr, one line each, naming the fi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -20,6 +21,7 @@ from dicom_mapping.convert import Converted, ConvertParams, convert_photo
 from dicom_mapping.errors import InputError
 from gateway import deliver, settings
 from gateway.errors import ConfigError, GatewayError, TransientError
+from gateway.intake import WorklistLookup, from_worklist
 from gateway.network import Address, parse_address
 from gateway.photos import load_photo
 
@@ -71,7 +73,7 @@ def _secret_and_options(cfg: settings.Settings | None) -> tuple[bytes, frozenset
 
 
 def _convert_all(
-    photos: list[Path], meta: Path | None, params: ConvertParams
+    photos: list[Path], meta: Path | None, params: ConvertParams, cfg: settings.Settings | None = None
 ) -> tuple[list[tuple[Path, Converted]], int]:
     """Convert each photo; report each bad one on stderr; return the good ones and a failure count."""
     done: list[tuple[Path, Converted]] = []
@@ -81,11 +83,26 @@ def _convert_all(
         for path in bar:
             try:
                 item = load_photo(path, photos, meta)
-                done.append((path, convert_photo(item.data, item.meta, params)))
+                photo_meta, study_source = item.meta, None
+                if photo_meta.patient is None:  # the order's patient, as the node would find it
+                    photo_meta, study_source = from_worklist(photo_meta, _worklist(cfg))
+                one = dataclasses.replace(params, study_uid_source=study_source)
+                done.append((path, convert_photo(item.data, photo_meta, one)))
             except InputError as exc:
                 bad += 1
                 _say(f"{path}: {exc.reason}")
+            except TransientError as exc:  # the worklist did not answer
+                bad += 1
+                _say(f"{path}: {exc}")
     return done, bad
+
+
+def _worklist(cfg: settings.Settings | None) -> WorklistLookup | None:
+    if cfg is None or cfg.worklist is None:
+        return None
+    from gateway.worklist import make_lookup
+
+    return make_lookup(cfg.worklist.address, cfg.node.ae_title, 10)
 
 
 def _params(secret: bytes, options: frozenset[str], iod: IodChoice, route: str = "") -> ConvertParams:
@@ -103,7 +120,8 @@ def convert(
 ) -> None:
     """Build exactly the DICOM objects that would be sent; no network."""
     try:
-        secret, options, _ = _secret_and_options(_load(config))
+        cfg = _load(config)
+        secret, options, _ = _secret_and_options(cfg)
         out.mkdir(parents=True, exist_ok=True)
     except ConfigError as exc:
         _say(str(exc))
@@ -111,7 +129,7 @@ def convert(
     except OSError as exc:
         _say(f"{out}: cannot create output directory ({exc.strerror})")
         raise typer.Exit(EXIT_INPUT) from None
-    converted, bad = _convert_all(photos, meta, _params(secret, options, iod))
+    converted, bad = _convert_all(photos, meta, _params(secret, options, iod), cfg)
     for path, result in converted:
         target = out / f"{result.sop_instance_uid}.dcm"
         result.dataset.save_as(target, enforce_file_format=True)

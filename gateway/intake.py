@@ -54,6 +54,19 @@ class Job:
         return cls(**json.loads(data))
 
 
+def from_worklist(meta: PhotoMetadata, worklist: WorklistLookup | None) -> tuple[PhotoMetadata, str | None]:
+    """Metadata without a patient: the order's patient by accession number, and the order's
+    Study Instance UID (mapped at conversion). InputError if there is no entry."""
+    if not meta.accession_number:
+        raise InputError("metadata has no patient and no accession_number")
+    if worklist is None:
+        raise InputError("metadata has no patient, and no worklist is configured to find one")
+    entry = worklist(meta.accession_number, None)
+    study = entry.pop("study_instance_uid", None)
+    patient = PhotoMetadata.model_validate({"patient": entry}).patient
+    return meta.model_copy(update={"patient": patient}), study
+
+
 class Intake:
     def __init__(self, cfg: Settings, journal: Journal, staging: Staging, clock: Clock,
                  worklist: WorklistLookup | None = None, wake: Callable[[], None] | None = None) -> None:
@@ -76,7 +89,7 @@ class Intake:
         meta = require_consent(meta, default_consent)
         study_source = None
         if meta.patient is None:
-            meta, study_source = self._from_worklist(meta)
+            meta, study_source = from_worklist(meta, self.worklist)
         assert meta.consent is not None
         facts = route.Facts(source=source, calling_ae=calling_ae, body_site=meta.body_site,
                             modality="XC", consent_scope=tuple(meta.consent.scope))
@@ -86,16 +99,6 @@ class Intake:
             return Job("photo", iod, received, json.loads(meta.model_dump_json()), None, study_source)
 
         return self._stage(data, job, facts, source, calling_ae, "photo")
-
-    def _from_worklist(self, meta: PhotoMetadata) -> tuple[PhotoMetadata, str | None]:
-        if not meta.accession_number:
-            raise InputError("metadata has no patient and no accession_number")
-        if self.worklist is None:
-            raise InputError("metadata has no patient, and no worklist is configured to find one")
-        entry = self.worklist(meta.accession_number, None)
-        study = entry.pop("study_instance_uid", None)
-        return meta.model_copy(update={"patient": PhotoMetadata.model_validate(
-            {"patient": entry}).patient}), study
 
     # -- DICOM objects ------------------------------------------------------------------------
     def accept_dicom(self, data: bytes, *, source: str, calling_ae: str | None = None,

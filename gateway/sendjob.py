@@ -36,7 +36,12 @@ class SendJob:
         self.staging = Staging(workdir / "items", [secrets.token_bytes(32)])
         self.pipeline = Pipeline(cfg, self.journal, self.staging, secret, SYSTEM, options=options,
                                  commitment_timeout_s=10)
-        self.intake = Intake(cfg, self.journal, self.staging, SYSTEM)
+        worklist = None
+        if cfg.worklist is not None:
+            from gateway.worklist import make_lookup
+
+            worklist = make_lookup(cfg.worklist.address, cfg.node.ae_title, 10)
+        self.intake = Intake(cfg, self.journal, self.staging, SYSTEM, worklist=worklist)
         self.door: DimseDoor | None = None
 
     @classmethod

@@ -174,3 +174,32 @@ def test_intake_refuses_an_accession_the_worklist_does_not_know(mwl: EmbeddedOrt
     with pytest.raises(InputError, match="no worklist entry"):
         intake.accept_photo(make_jpeg(width=64, height=48), json.dumps(meta), source="folder")
     assert staging.item_ids() == []
+
+
+def test_convert_on_the_command_line_fills_the_patient_from_the_worklist(mwl: EmbeddedOrthanc,
+                                                                         tmp_path: Path,
+                                                                         cli_env: dict[str, str]) -> None:
+    """`convert --config` with an accession-only sidecar makes what the node would send."""
+    import json
+
+    import pydicom
+
+    from conftest import node_settings, run_cli
+    from dicom_mapping.uids import map_uid, patient_pseudonym
+    from gateway.settings import read_keys
+    from photo_factory import make_jpeg
+
+    cfg = node_settings(tmp_path, {"pacs": {"address": "PACS@127.0.0.1:11112"}},
+                        worklist={"address": str(mwl.address)})
+    config = tmp_path / "gateway.yaml"
+    config.write_text(cfg.model_dump_json())
+    photo = tmp_path / "wound.jpg"
+    photo.write_bytes(make_jpeg(width=64, height=48))
+    (tmp_path / "wound.jpg.json").write_text(json.dumps(ACCESSION_ONLY))
+    result = run_cli("convert", str(photo), "--out", str(tmp_path / "out"), "--config", str(config), env=cli_env)
+    assert result.returncode == 0, result.stderr
+    (dcm,) = list((tmp_path / "out").glob("*.dcm"))
+    ds = pydicom.dcmread(dcm)
+    secret = read_keys(cfg.deid.secret_file)[0]
+    assert ds.PatientID == patient_pseudonym(secret, "SYNTH-MRN", "WL0001")
+    assert ds.StudyInstanceUID == map_uid(secret, STUDY_UID)
