@@ -81,21 +81,38 @@ def why_not_established(assoc: object) -> str:
     return "no DICOM answer (connection refused or timed out)"
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """An object to send, loaded only when its turn comes: a batch of large objects is never all
+    in memory at once (an object may be up to max_object_mb)."""
+
+    sop_class_uid: str
+    transfer_syntax: str
+    sop_instance_uid: str
+    load: Callable[[], Dataset]
+
+    @classmethod
+    def of(cls, ds: Dataset) -> Outgoing:
+        return cls(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID), str(ds.SOPInstanceUID),
+                   lambda: ds)
+
+
 def store(
-    datasets: Sequence[Dataset],
+    objects: Sequence[Dataset | Outgoing],
     address: Address,
     calling_ae: str = "PHOTOGW",
     timeout: float = 30,
     after_each: Callable[[], None] | None = None,
 ) -> list[StoreOutcome]:
-    """C-STORE every dataset on one association; one outcome per dataset, in order.
+    """C-STORE every object on one association; one outcome per object, in order.
 
     Raises TransientError when no association can be established at all.
     """
-    if not datasets:
+    if not objects:
         return []
+    outgoing = [o if isinstance(o, Outgoing) else Outgoing.of(o) for o in objects]
     ae = _ae(calling_ae, timeout)
-    contexts = sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets})
+    contexts = sorted({(o.sop_class_uid, o.transfer_syntax) for o in outgoing})
     if len(contexts) > 128:  # PS3.8 9.3.2.2: at most 128 presentation contexts
         raise ValueError("more than 128 (SOP class, transfer syntax) pairs in one batch")
     # One transfer syntax per context, so the PACS cannot pick Explicit VR and force a decode.
@@ -106,13 +123,13 @@ def store(
         raise TransientError(f"{address}: {why_not_established(assoc)}")
     outcomes: list[StoreOutcome] = []
     try:
-        for ds in datasets:
-            uid = str(ds.SOPInstanceUID)
+        for item in outgoing:
+            uid = item.sop_instance_uid
             if not assoc.is_established:
                 outcomes.append(StoreOutcome(uid, None))
                 continue
             try:
-                rsp = assoc.send_c_store(ds)
+                rsp = assoc.send_c_store(item.load())
             except ValueError as exc:  # no accepted context for this SOP class / syntax
                 outcomes.append(StoreOutcome(uid, 0xA900, f"not accepted by the PACS: {exc}"))
                 continue

@@ -156,11 +156,9 @@ class Pipeline:
 
     def _deliver(self, name: str, items: list[Item]) -> int:
         dest = self._destination(name)
-        datasets = []
-        for item in items:
-            datasets.append(dcmread(io.BytesIO(self.staging.read(item.id, OUTPUT))))
+        outgoing = [self._outgoing(item) for item in items]
         try:
-            outcomes = deliver.store(datasets, dest.address, self.cfg.node.ae_title,
+            outcomes = deliver.store(outgoing, dest.address, self.cfg.node.ae_title,
                                      after_each=lambda: crashpoint("during-store"))
         except TransientError as exc:
             for item in items:
@@ -264,9 +262,23 @@ class Pipeline:
         except StateConflict:
             pass
 
+    def _header(self, item: Item) -> Dataset:
+        """The staged output's header from its first decrypted chunk (a full read only when the
+        header is longer than a chunk)."""
+        first = next(iter(self.staging.open(item.id, OUTPUT)), b"")
+        try:
+            return dcmread(io.BytesIO(first), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - header longer than one chunk: read it all
+            return dcmread(io.BytesIO(self.staging.read(item.id, OUTPUT)), stop_before_pixels=True)
+
+    def _outgoing(self, item: Item) -> deliver.Outgoing:
+        head = self._header(item)
+        return deliver.Outgoing(
+            str(head.SOPClassUID), str(head.file_meta.TransferSyntaxUID), str(head.SOPInstanceUID),
+            lambda: dcmread(io.BytesIO(self.staging.read(item.id, OUTPUT))))
+
     def _sop_class(self, item: Item) -> str:
-        ds = dcmread(io.BytesIO(self.staging.read(item.id, OUTPUT)), stop_before_pixels=True)
-        return str(ds.SOPClassUID)
+        return str(self._header(item).SOPClassUID)
 
     def on_commitment(self, calling_ae: str, transaction_uid: str, succeeded: list[str],
                       failed: list[tuple[str, int]]) -> None:
