@@ -77,6 +77,7 @@ __all__ = [
     "ACCEPTED_TRANSFER_SYNTAXES",
     "PHOTO_SOP_CLASSES",
     "DicomParams",
+    "check_input",
     "consent_for",
     "convert_dicom",
     "read_dicom",
@@ -182,8 +183,10 @@ def read_dicom(data: bytes, transfer_syntax: str | None = None) -> Dataset:
             "the dataset's encoding is unknown"
         )
     _transfer_syntax_uid(ts_value, "Transfer Syntax UID (0002,0010)")
+    _check_meta_end(data)
     if ts_value != DEFLATED_LE:  # offsets of a deflated file are in the inflated stream
         _check_sequence_delimiter(ds, data)
+        _check_encoding(ds, ts_value)
     _read_every_element(ds)
     if transfer_syntax is not None:
         # The meta we wrapped the bare dataset in: complete it from the dataset (PS3.10 7.1).
@@ -258,6 +261,35 @@ def _as_part10(data: bytes, ts: str) -> bytes:
 
 
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0
+_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"  # (0002,0000) UL, 4 bytes
+
+
+def _check_meta_end(data: bytes) -> None:
+    """PS3.10 7.1: the File Meta Information ends where its group length says. A group 0002
+    element right after it came inside the data set (a C-STORE carries none, PS3.7 9.3.1.1),
+    and pydicom would read it into the File Meta Information, over the request's values."""
+    if data[132:140] != _GROUP_LENGTH:
+        return
+    end = 144 + int.from_bytes(data[140:144], "little")
+    if data[end : end + 2] == b"\x02\x00":
+        raise InputError(
+            "File Meta Information elements (group 0002) inside the data set (PS3.10 7.1)"
+        )
+
+
+def _check_encoding(ds: Dataset, ts: str) -> None:
+    """pydicom reads explicit VR data under an implicit VR syntax (or the reverse) by guessing,
+    with a warning. The sender broke the negotiated encoding (PS3.5 A.1, A.2): refused."""
+    implicit = UID(ts).is_implicit_VR
+    for tag in ds.keys():
+        raw = ds.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement):
+            if raw.is_implicit_VR != implicit:
+                found = "implicit" if raw.is_implicit_VR else "explicit"
+                raise InputError(
+                    f"the data set is in {found} VR, not as transfer syntax {ts} says"
+                )
+            return
 
 
 def _check_sequence_delimiter(ds: Dataset, data: bytes) -> None:
@@ -404,15 +436,7 @@ def convert_dicom(ds: Dataset, params: DicomParams) -> Converted:
         )
     if not str(ds.get("SOPInstanceUID", "") or "").strip("\x00 "):
         raise InputError("no SOP Instance UID (0008,0018)")
-    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
-        # PS3.3 C.7.6.1 (General Image) / PS3.15 E.3.1 (Clean Pixel Data): burned-in text goes
-        # only by cleaning the pixels, which we cannot do with confidence. A policy refusal of
-        # a well-formed object, hence "not authorized" rather than "cannot understand".
-        raise InputError(
-            "Burned In Annotation (0028,0301) is YES: text burned into the pixels may identify "
-            "the patient and cannot be removed",
-            status=NOT_AUTHORIZED,
-        )
+    _refuse_burned_in_annotation(ds)
     consent = consent_for(ds, params.default_consent)
     pseudonym = _pseudonym(ds, params.secret)
     _refuse_embedded_overlays(ds)
@@ -553,6 +577,28 @@ def _pseudonym(ds: Dataset, secret: bytes) -> str:
         )
     issuer = str(ds.get("IssuerOfPatientID", "") or "").strip("\x00 ")
     return uids.patient_pseudonym(secret, issuer, patient_id)
+
+
+def check_input(ds: Dataset) -> None:
+    """What `convert_dicom` refuses about the object itself (Burned In Annotation, overlays in
+    the pixel bits, Pixel Data and every frame's bitstream), found without de-identifying, so
+    that a door refuses it before staging rather than accepting an object that can only be
+    quarantined (contract: "Strictness"). Consent and the patient are the door's own checks."""
+    _refuse_burned_in_annotation(ds)
+    _refuse_embedded_overlays(ds)
+    _pixels(ds, _input_transfer_syntax(ds))
+
+
+def _refuse_burned_in_annotation(ds: Dataset) -> None:
+    if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        # PS3.3 C.7.6.1 (General Image) / PS3.15 E.3.1 (Clean Pixel Data): burned-in text goes
+        # only by cleaning the pixels, which we cannot do with confidence. A policy refusal of
+        # a well-formed object, hence "not authorized" rather than "cannot understand".
+        raise InputError(
+            "Burned In Annotation (0028,0301) is YES: text burned into the pixels may identify "
+            "the patient and cannot be removed",
+            status=NOT_AUTHORIZED,
+        )
 
 
 def _refuse_embedded_overlays(ds: Dataset) -> None:

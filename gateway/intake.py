@@ -67,6 +67,15 @@ def from_worklist(meta: PhotoMetadata, worklist: WorklistLookup | None) -> tuple
     return meta.model_copy(update={"patient": patient}), study
 
 
+def _same_as_requested(ds: Any, keyword: str, meta_keyword: str, name: str) -> None:
+    """PS3.7 9.1.1 / PS3.4 B.2.3: the data set is the instance the request names (the C-STORE's
+    Affected SOP Class/Instance UID, which the door writes into the File Meta Information);
+    otherwise 0xA900, as DCMTK's storescp answers."""
+    requested = str(ds.file_meta.get(meta_keyword, "") or "").strip("\x00 ")
+    if requested and requested != str(ds.get(keyword, "") or "").strip("\x00 "):
+        raise InputError(f"the data set's {name} is not the one of the request", status=0xA900)
+
+
 class Intake:
     def __init__(self, cfg: Settings, journal: Journal, staging: Staging, clock: Clock,
                  worklist: WorklistLookup | None = None, wake: Callable[[], None] | None = None) -> None:
@@ -108,18 +117,24 @@ class Intake:
         from dicom_mapping import dicom_input
 
         ds = dicom_input.read_dicom(data)
-        sop_class = str(ds.get("SOPClassUID", ""))
+        sop_class = str(ds.get("SOPClassUID", "") or "")
+        if not sop_class:
+            raise InputError("no SOP Class UID (0008,0016): an empty, truncated or unreadable data set",
+                             status=0xC000)
+        _same_as_requested(ds, "SOPClassUID", "MediaStorageSOPClassUID", "SOP Class UID")
         extra = extra_sop_classes | frozenset(self.cfg.node.extra_sop_classes)
         if sop_class not in dicom_input.PHOTO_SOP_CLASSES | extra:
-            raise InputError(f"SOP class {sop_class or '(none)'} is not a photo storage class", status=0x0122)
+            raise InputError(f"SOP class {sop_class} is not a photo storage class", status=0x0122)
         for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
             value = str(ds.get(keyword, "") or "")
             if not _UID.fullmatch(value):
                 raise InputError(f"{keyword} is not a valid UID (PS3.5 9.1)", status=0xC000)
+        _same_as_requested(ds, "SOPInstanceUID", "MediaStorageSOPInstanceUID", "SOP Instance UID")
         if not str(ds.get("PatientID", "") or "").strip():
             # Every such object would share one pseudonym: refused here, not quarantined later.
             raise InputError("no Patient ID: the object cannot be filed under a pseudonym", status=0xC000)
         consent = dicom_input.consent_for(ds, default_consent)  # InputError 0x0124 unless granted
+        dicom_input.check_input(ds)  # what conversion would refuse: refused here, not quarantined
         facts = route.Facts(source=source, calling_ae=calling_ae, modality=str(ds.get("Modality", "")) or None,
                             consent_scope=tuple(consent.scope))
         received = dt.datetime.fromtimestamp(self.clock.now()).replace(microsecond=0).isoformat()

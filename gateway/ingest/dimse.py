@@ -153,6 +153,16 @@ def _report(event: evt.Event, on_commitment: CommitmentCallback | None,
 
 # -- the receive guard ------------------------------------------------------------------------
 
+def _end_unassociated(assoc: Any) -> None:
+    """The connection is over (the peer hung up, the guard refused a PDU, or the state machine
+    aborted and closed it) before any A-ASSOCIATE-RQ. pynetdicom's acceptor would still wait
+    acse_timeout for one, holding one of node.max_associations all that time: a client that
+    connects and hangs up, again and again, would keep the door full. Wake it now; None reads
+    as "nothing came" (it kills the association and closes the socket)."""
+    if assoc.requestor.primitive is None:
+        assoc.dul.to_user_queue.put(None)
+
+
 class _Refused(Exception):  # not an OSError: pynetdicom's reactor aborts on any other
     """Raised inside pynetdicom's PDU reader: its reactor answers with an A-ABORT and stops."""
 
@@ -163,9 +173,10 @@ class _ReceiveGuard:
     the body is read; a P-DATA body's PDV items are counted before pynetdicom sees them."""
 
     def __init__(self, recv: Callable[[int], bytearray], describe: Callable[[], str],
-                 max_object_bytes: int) -> None:
+                 max_object_bytes: int, on_end: Callable[[], None] = lambda: None) -> None:
         self._recv = recv
         self._describe = describe
+        self._on_end = on_end  # the connection is over: closed by the peer, or refused here
         self._max_object = max_object_bytes
         self._pending: int | None = None  # type of the PDU whose body comes next
         self._dataset = 0  # data set bytes of the message being received
@@ -174,6 +185,8 @@ class _ReceiveGuard:
     def __call__(self, nr_bytes: int) -> bytearray:
         if self._pending is None and nr_bytes == 6:
             head = self._recv(6)
+            if len(head) < 6:
+                self._on_end()  # the peer hung up (pynetdicom reads that as Evt17)
             if len(head) == 6:
                 pdu_type, _, length = struct.unpack(">BBL", head)
                 limit = MAX_PDU_BYTES if pdu_type == _P_DATA_TF else MAX_OTHER_PDU_BYTES
@@ -214,6 +227,7 @@ class _ReceiveGuard:
 
     def _refuse(self, why: str) -> None:
         log.warning("aborting the association with %s: %s", self._describe(), why)
+        self._on_end()
         raise _Refused(why)
 
 
@@ -291,6 +305,7 @@ class DimseDoor:
         handlers: list[Any] = [
             *NODELAY_HANDLERS,
             (evt.EVT_CONN_OPEN, self._on_connection),
+            (evt.EVT_CONN_CLOSE, lambda event: _end_unassociated(event.assoc)),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
@@ -369,7 +384,8 @@ class DimseDoor:
             calling = str(assoc.requestor.ae_title or "").strip()
             return f"{calling or '(before association)'} at {host}"
 
-        guard = _ReceiveGuard(assoc_socket.recv, describe, self._max_object_bytes)
+        guard = _ReceiveGuard(assoc_socket.recv, describe, self._max_object_bytes,
+                              lambda: _end_unassociated(assoc))
         setattr(assoc_socket, "recv", guard)  # noqa: B010 - shadows the method on this instance
 
     def _on_requested(self, event: evt.Event) -> None:

@@ -89,6 +89,12 @@ PURGE_EVERY_S = 3600.0
 DAY_S = 86400
 
 
+def _one_line(name: str) -> str:
+    """A file name for one line of a reason file: control characters as escapes, so that a
+    name cannot start lines of its own (a newline and "reason: ..." in a name)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+
+
 @dataclass(frozen=True)
 class _Ident:
     """What makes a file this file in this state: replaced or rewritten, it changes."""
@@ -486,9 +492,9 @@ class FolderDoor:
         target = self._target(path.name)
         now = self.clock.now()
         when = dt.datetime.fromtimestamp(now).astimezone().replace(microsecond=0).isoformat()
-        lines = [f"reason: {reason}", f"file: {path.name}"]
+        lines = [f"reason: {reason}", f"file: {_one_line(path.name)}"]
         if side is not None:
-            lines.append(f"sidecar: {side.name}")
+            lines.append(f"sidecar: {_one_line(side.name)}")
         lines.append(f"rejected at: {when}")
         if ref:
             lines.append(f"ref: {ref}")
