@@ -444,11 +444,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     # pynetdicom reports a failed association at ERROR; the CLI says it once, in its own words.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
-    # pydicom's reading warnings quote element values (names, UIDs): never in our logs.
-    import pydicom.config
+    from gateway.node import quiet_pydicom
 
-    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    quiet_pydicom()
     try:
         app()
     except GatewayError as exc:  # a last guard: never a traceback for a user error

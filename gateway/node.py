@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,16 @@ from gateway.staging import Staging
 log = logging.getLogger(__name__)
 # A pipeline step that outlasts the tick is normal during an outage: not a warning every 0.25 s.
 logging.getLogger("apscheduler").setLevel(logging.ERROR)
+
+
+def quiet_pydicom() -> None:
+    """pydicom's reading warnings quote element values (names, UIDs, whole byte runs of a broken
+    input): the node never lets them reach a log or a warning stream."""
+    import pydicom.config
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")  # they go to stderr, the log
 
 
 def journal_path(cfg: Settings) -> Path:
@@ -42,6 +53,7 @@ class Node:
     def __init__(self, cfg: Settings, clock: Clock = SYSTEM, *, step_interval_s: float = 0.25) -> None:
         if cfg.deid is None:
             raise ConfigError("the config has no deid section (deid.secret_file)")
+        quiet_pydicom()
         self.cfg = cfg
         self.clock = clock
         self.journal, self.staging = open_store(cfg, clock)
