@@ -61,7 +61,7 @@ class Counters:
 class Pipeline:
     def __init__(self, cfg: Settings, journal: Journal, staging: Staging, secret: bytes, clock: Clock,
                  *, options: frozenset[str], commitment_timeout_s: float = COMMITMENT_TIMEOUT_S,
-                 same_association_wait_s: float = 0.5) -> None:
+                 same_association_wait_s: float = 0.5, store_timeout_s: float = 30.0) -> None:
         self.cfg = cfg
         self.journal = journal
         self.staging = staging
@@ -70,6 +70,7 @@ class Pipeline:
         self.options = options
         self.commitment_timeout_s = commitment_timeout_s
         self.same_association_wait_s = same_association_wait_s
+        self.store_timeout_s = store_timeout_s
         self.counters = Counters()
         self._unclear: set[str] = set()  # items whose last C-STORE had no answer
         self._lock = threading.Lock()  # one step at a time (scheduler thread or CLI loop)
@@ -92,7 +93,12 @@ class Pipeline:
                     by_destination[item.destination or ""].append(item)
             for name, items in by_destination.items():
                 for start in range(0, len(items), BATCH):
-                    moved += self._deliver(name, items[start:start + BATCH])
+                    delivered = self._deliver(name, items[start:start + BATCH])
+                    if delivered is None:
+                        # No association: the other batches wait for the next step rather than
+                        # each spending a connection timeout on a PACS that is down.
+                        break
+                    moved += delivered
             sent = [i for i in self.journal.due(self.clock.now()) if i.state == State.SENT]
             moved += self._request_commitments(sent)
             for item in self.journal.list(states={State.COMMITTED}):
@@ -154,16 +160,17 @@ class Pipeline:
     def _destination(self, name: str) -> Destination:
         return self.cfg.destinations[name]
 
-    def _deliver(self, name: str, items: list[Item]) -> int:
+    def _deliver(self, name: str, items: list[Item]) -> int | None:
+        """C-STORE one batch; the number moved, or None when no association could be made."""
         dest = self._destination(name)
         outgoing = [self._outgoing(item) for item in items]
         try:
-            outcomes = deliver.store(outgoing, dest.address, self.cfg.node.ae_title,
+            outcomes = deliver.store(outgoing, dest.address, self.cfg.node.ae_title, self.store_timeout_s,
                                      after_each=lambda: crashpoint("during-store"))
         except TransientError as exc:
             for item in items:
                 self._retry(item, str(exc), dest)
-            return 0
+            return None
         moved = 0
         for item, outcome in zip(items, outcomes, strict=True):
             if item.id in self._unclear:  # the last attempt may have reached the PACS

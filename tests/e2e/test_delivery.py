@@ -234,3 +234,46 @@ def test_staging_holds_no_plaintext_while_photos_are_in_flight(tmp_path):
     journal_bytes = b"".join(p.read_bytes() for p in (tmp_path / "staging").glob("journal.sqlite*"))
     for needle in (b"DLV000", b"DELIVERY", b"forearm"):
         assert needle not in journal_bytes
+
+
+def test_a_pacs_that_accepts_tcp_but_never_answers_costs_one_timeout_per_step(tmp_path):
+    """A silent PACS (a firewall, a hung server): one association attempt per step, not one per
+    batch, so new photos keep being converted and staged meanwhile."""
+    import socket
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    connections: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connections.append(silent.accept()[0])  # never answers the A-ASSOCIATE-RQ
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        port = silent.getsockname()[1]
+        cfg = node_settings(tmp_path, {"pacs": {"address": f"SILENT@127.0.0.1:{port}", "retry": FAST_RETRY}})
+        node = Node(cfg)
+        node.pipeline.store_timeout_s = 1.0
+        for i, photo in enumerate(_photos(45)):  # three batches of at most 20
+            node.intake.accept_photo(photo, _meta(100 + i), source="cli")
+        started = time.monotonic()
+        node.pipeline.step()
+        assert time.monotonic() - started < 10
+        assert len(connections) == 1
+        counts = node.journal.counts()
+        assert counts[State.WAITING] == 20 and counts[State.CONVERTED] == 25
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in connections:
+            conn.close()
+        silent.close()
