@@ -3,9 +3,9 @@
 Kept for provenance: the output, `dicom_mapping/data/confidentiality_profile.json`, is committed
 and is what the code reads. Run it again only when the source table is updated:
 
-    .venv/bin/python scripts/convert_profile_table.py [SOURCE_JSON]
+    .venv/bin/python scripts/convert_profile_table.py SOURCE_JSON
 
-SOURCE_JSON defaults to ../shared/standard/ps3.15-e1-1-confidentiality-profile.json (innolitics
+SOURCE_JSON is the innolitics parse of the table (innolitics
 dicom-standard, `standard/confidentiality_profile_attributes.json`, commit
 7f4749d09ed3ef2fa70637d376d423a4b13523cd, MIT). The licence file beside it is copied next to the
 output. Where the parse disagrees with the standard, CORRECTIONS below says so and why; the
@@ -23,7 +23,6 @@ from pathlib import Path
 from pydicom.datadict import keyword_for_tag
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = REPO.parent / "shared" / "standard" / "ps3.15-e1-1-confidentiality-profile.json"
 LICENSE_NAME = "LICENSE-innolitics-dicom-standard.txt"
 OUT_DIR = REPO / "dicom_mapping" / "data"
 OUT = OUT_DIR / "confidentiality_profile.json"
@@ -148,7 +147,11 @@ def _dumps(table: dict[str, object]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    source = Path(argv[1]) if len(argv) > 1 else DEFAULT_SOURCE
+    if len(argv) != 2:
+        print("usage: convert_profile_table.py SOURCE_JSON (the innolitics parse of PS3.15 "
+              "Table E.1-1, with its licence file beside it)", file=sys.stderr)
+        return 2
+    source = Path(argv[1])
     table = convert(source)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     OUT.write_text(_dumps(table), encoding="utf-8")

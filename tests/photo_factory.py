@@ -1080,3 +1080,17 @@ def make_heic(
     buf = io.BytesIO()
     heif.save(buf, **params)
     return buf.getvalue()
+
+
+def huge_jpeg(jpeg_bytes: bytes, width: int = 60000, height: int = 60000) -> bytes:
+    """The JPEG with its SOF rewritten to declare width x height (the scan data is unchanged)."""
+    data = bytearray(jpeg_bytes)
+    i = 2
+    while i < len(data):
+        marker = data[i + 1]
+        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        if marker in (0xC0, 0xC1, 0xC2):
+            struct.pack_into(">HH", data, i + 5, height, width)
+            return bytes(data)
+        i += 2 + length
+    raise AssertionError("no SOF")

@@ -1,8 +1,8 @@
 """Acceptance on real files: every third-party photo in tests/data converts cleanly or is refused
 with a specific reason, and what the camera wrote about itself stays behind.
 
-The files are copies of /work/shared/testdata (rows and licences in tests/data/SOURCES.md and
-tests/data/LICENSES/); this module never reads the shared directory. DICOM files are another
+The files are third-party test files copied into tests/data (rows and licences in
+tests/data/SOURCES.md and tests/data/LICENSES/); this module reads nothing outside the repo. DICOM files are another
 module's subject: only JPEG, PNG and HEIC are taken here.
 
 For each photo that converts, for both IODs: dciodvfy passes; the frame holds only whitelisted

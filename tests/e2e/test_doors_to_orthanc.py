@@ -27,6 +27,7 @@ import httpx
 import pydicom
 import pytest
 from conftest import dciodvfy_errors, dcmtk, node_settings, run_cli, wait_until
+from dicom_factory import BIRTH_DATE, DICOM_MARKERS, careless_markers, careless_photo
 from photo_factory import (
     JPEG_MARKER_FIELDS,
     MARKERS,
@@ -37,10 +38,7 @@ from photo_factory import (
     quadrant_colours,
 )
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.sequence import Sequence
-from pydicom.uid import UID
+from pydicom.dataset import Dataset
 
 from dicom_mapping import jpeg
 from dicom_mapping.uids import map_uid, patient_pseudonym
@@ -83,124 +81,9 @@ DOOR_PHOTOS = [p for p in sorted(DICOM_DIR.glob("*.dcm"))
 CT_FILE = DICOM_DIR / "ct_small_non_photo_patient_tags.dcm"
 
 
-# -- the careless DICOM photo (rebuilt after tests/dicom_mapping/test_dicom_input.py) --------------
+# -- the careless DICOM photo (tests/dicom_factory.py) ---------------------------------------------
 
-#: identifying attribute -> marker, as a careless device fills them.
-CARELESS_MARKERS = {
-    "PatientName": "E2PATFAMQW^E2PATGIVNX",
-    "PatientID": "E2PATIDNR3",
-    "OtherPatientIDs": "E2OTHERIDR4",
-    "PatientAddress": "E2ADDRESST5",
-    "InstitutionName": "E2INSTNAMY6",
-    "InstitutionAddress": "E2INSTADRU7",
-    "ReferringPhysicianName": "E2REFPHYSI8",
-    "OperatorsName": "E2OPERATRO9",
-    "PerformingPhysicianName": "E2PERFPHYP1",
-    "StationName": "E2STATIONA2",
-    "DeviceSerialNumber": "E2DEVSERS3",
-    "AccessionNumber": "E2ACCNOD4",
-    "StudyDescription": "E2STUDYDSF5",
-    "SeriesDescription": "E2SERIESDG6",
-    "ImageComments": "E2IMGCOMMH7",
-    "StudyID": "E2STUDYIDJ8",
-    "PatientComments": "E2PATCOMMK9",
-}
-CARELESS_NESTED = {
-    "RequestedProcedureID": "E2REQPRIDL1",  # in Request Attributes Sequence
-    "ScheduledProcedureStepDescription": "E2SPSDESCZ2",  # in Request Attributes Sequence
-    "RequestedProcedureDescription": "E2REQDESCX3",  # in Referenced Study Sequence
-    "CodeMeaning": "E2CODEMEANV7",  # two levels down: Request Attributes > Procedure Code
-    "private": "E2PRIVATEC4",  # (0009,xx01) under an unknown creator
-    "private UT": "E2PRIVUTV5",
-    "OverlayLabel": "E2OVLLABN7",
-    "OverlayComments": "E2OVLCOMMB6",
-}
-CARELESS_BIRTH_DATE = "19710203"
-CARELESS_UIDS = {
-    "SOPInstanceUID": "1.2.826.0.1.3680043.10.1137.77.101",
-    "StudyInstanceUID": "1.2.826.0.1.3680043.10.1137.77.102",
-    "SeriesInstanceUID": "1.2.826.0.1.3680043.10.1137.77.103",
-    "FrameOfReferenceUID": "1.2.826.0.1.3680043.10.1137.77.104",
-    "ReferencedSOPInstanceUID": "1.2.826.0.1.3680043.10.1137.77.105",
-}
-
-
-def careless_markers() -> list[str]:
-    dicom = [part for marker in CARELESS_MARKERS.values() for part in marker.split("^")]
-    return [*dicom, *CARELESS_NESTED.values(), *(MARKERS[f] for f in JPEG_MARKER_FIELDS)]
-
-
-def careless_photo() -> Dataset:
-    """A VL Photographic object (JPEG baseline) with markers in 17 identifying attributes, nested
-    sequences, private tags and an overlay, and a frame carrying EXIF, XMP, IPTC, ICC and COM."""
-    frame = make_jpeg(width=64, height=48, icc=True)
-    info = jpeg.read_info(frame)
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.SOPClassUID = VL_PHOTO
-    ds.StudyDate, ds.StudyTime = "20260312", "101500"
-    ds.SeriesDate, ds.SeriesTime = "20260312", "101500"
-    ds.ContentDate, ds.ContentTime = "20260312", "101502"
-    ds.Modality = "XC"
-    ds.PatientBirthDate = CARELESS_BIRTH_DATE
-    ds.PatientSex = "F"
-    ds.SeriesNumber, ds.InstanceNumber = 1, 1
-    ds.PatientOrientation = ""
-    ds.Manufacturer = ""
-    ds.AcquisitionContextSequence = Sequence()
-    ds.ImageLaterality = "U"
-    ds.BurnedInAnnotation = "NO"
-    for keyword, marker in CARELESS_MARKERS.items():
-        setattr(ds, keyword, marker)
-    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
-                    "FrameOfReferenceUID"):
-        setattr(ds, keyword, CARELESS_UIDS[keyword])
-
-    code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator = "E2X1", "99LOCAL"
-    code.CodeMeaning = CARELESS_NESTED["CodeMeaning"]
-    request = Dataset()
-    request.RequestedProcedureID = CARELESS_NESTED["RequestedProcedureID"]
-    request.ScheduledProcedureStepDescription = CARELESS_NESTED["ScheduledProcedureStepDescription"]
-    request.RequestedProcedureCodeSequence = Sequence([code])
-    ds.RequestAttributesSequence = Sequence([request])
-    study_ref = Dataset()
-    study_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management
-    study_ref.ReferencedSOPInstanceUID = CARELESS_UIDS["ReferencedSOPInstanceUID"]
-    study_ref.RequestedProcedureDescription = CARELESS_NESTED["RequestedProcedureDescription"]
-    ds.ReferencedStudySequence = Sequence([study_ref])
-
-    block = ds.private_block(0x0009, "ACME PHOTO DEVICE 1", create=True)
-    block.add_new(0x01, "LO", CARELESS_NESTED["private"])
-    block.add_new(0x02, "UT", f"owner {CARELESS_NESTED['private UT']}")
-
-    ds.add_new(0x60000010, "US", 48)  # Overlay Rows
-    ds.add_new(0x60000011, "US", 64)  # Overlay Columns
-    ds.add_new(0x60000040, "CS", "G")  # Overlay Type
-    ds.add_new(0x60000050, "SS", [1, 1])  # Overlay Origin
-    ds.add_new(0x60000100, "US", 1)  # Overlay Bits Allocated
-    ds.add_new(0x60000102, "US", 0)  # Overlay Bit Position
-    ds.add_new(0x60001500, "LO", CARELESS_NESTED["OverlayLabel"])
-    ds.add_new(0x60003000, "OW", bytes(48 * 64 // 8))
-    ds.add_new(0x60004000, "LT", CARELESS_NESTED["OverlayComments"])
-
-    ds.SamplesPerPixel = len(info.components)
-    ds.PhotometricInterpretation = "YBR_FULL_422"
-    ds.Rows, ds.Columns = info.height, info.width
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PlanarConfiguration = 0
-    ds.LossyImageCompression = "01"
-    ds.LossyImageCompressionMethod = "ISO_10918_1"
-    ds.PixelData = encapsulate([frame])
-    ds["PixelData"].VR = "OB"
-    ds["PixelData"].is_undefined_length = True
-
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = VL_PHOTO
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = UID(jpeg.JPEG_BASELINE)
-    return ds
+CARELESS_MARKERS, CARELESS_BIRTH_DATE = DICOM_MARKERS, BIRTH_DATE
 
 
 def write_careless(path: Path) -> Path:

@@ -27,7 +27,8 @@ from typing import Any
 import pydicom
 import pytest
 from conftest import dcmtk, wait_until
-from pydicom.dataset import Dataset, FileMetaDataset
+from dicom_factory import secondary_capture as synthetic_sc
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config, build_role
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -198,25 +199,8 @@ NOT_PHOTOS = [p for p, photo in dicom_files() if not photo]
 def secondary_capture(pixel_bytes: int = 64 * 64 * 3, consent: bool = False) -> Dataset:
     """A small RGB Secondary Capture made with pydicom (synthetic, no real patient)."""
     side = int((pixel_bytes // 3) ** 0.5)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientID, ds.PatientName = "SYN-DOOR-1", "TEST^DOOR"
-    ds.Modality, ds.ConversionType = "XC", "DI"
-    ds.Rows = ds.Columns = side
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = bytes(side * side * 3)
-    if consent:
-        item = Dataset()
-        item.ConsentForDistributionFlag = "YES"
-        item.DistributionType = "NAMED_PROTOCOL"
-        ds.ConsentForClinicalTrialUseSequence = [item]
-    return ds
+    return synthetic_sc(side, patient_id="SYN-DOOR-1", patient_name="TEST^DOOR",
+                        consent="YES" if consent else None)
 
 
 def save(ds: Dataset, path: Path) -> Path:

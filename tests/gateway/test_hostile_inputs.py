@@ -50,7 +50,8 @@ from typing import Any
 
 import pytest
 from conftest import dcmtk, wait_until
-from photo_factory import make_heic, make_jpeg, make_png
+from dicom_factory import secondary_capture as synthetic_sc
+from photo_factory import huge_jpeg, make_heic, make_jpeg, make_png
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
@@ -226,25 +227,8 @@ SIDE = 16  # a 16 x 16 RGB image: 768 bytes of native pixel data
 
 def sc(consent: str | None = "YES", **attrs: Any) -> Dataset:
     """A small, valid RGB Secondary Capture (synthetic), Explicit VR LE, with its own consent."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.PatientID, ds.PatientName = "SYN-HOSTILE-1", "TEST^HOSTILE"
-    ds.Modality, ds.ConversionType = "XC", "DI"
-    ds.Rows = ds.Columns = SIDE
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = bytes(range(256)) * (SIDE * SIDE * 3 // 256)
-    ds["PixelData"].VR = "OB"
-    if consent is not None:
-        item = Dataset()
-        item.ConsentForDistributionFlag = consent
-        item.DistributionType = "NAMED_PROTOCOL"
-        ds.ConsentForClinicalTrialUseSequence = [item]
+    ds = synthetic_sc(SIDE, patient_id="SYN-HOSTILE-1", patient_name="TEST^HOSTILE",
+                      pixels=bytes(range(256)) * (SIDE * SIDE * 3 // 256), consent=consent)
     for keyword, value in attrs.items():
         if value is None:
             if keyword in ds:
@@ -258,20 +242,6 @@ def small_jpeg(width: int = SIDE, height: int = SIDE, seed: int = 3) -> bytes:
     return bytes(make_jpeg(width=width, height=height, seed=seed, exif_markers=False, gps=False,
                            thumbnail=False, xmp=False, iptc=False, comment=False,
                            date_time_original=None))
-
-
-def huge_jpeg(jpeg_bytes: bytes, width: int = 60000, height: int = 60000) -> bytes:
-    """The JPEG with its SOF rewritten to declare width x height (the scan data is unchanged)."""
-    data = bytearray(jpeg_bytes)
-    i = 2
-    while i < len(data):
-        marker = data[i + 1]
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
-        if marker in (0xC0, 0xC1, 0xC2):
-            struct.pack_into(">HH", data, i + 5, height, width)
-            return bytes(data)
-        i += 2 + length
-    raise AssertionError("no SOF")
 
 
 def with_sof(jpeg_bytes: bytes, new_marker: int) -> bytes:

@@ -17,7 +17,6 @@ import os
 import select
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ from typing import Any
 import httpx
 import pytest
 from argon2 import PasswordHasher
-from photo_factory import make_jpeg, make_png
+from photo_factory import huge_jpeg, make_jpeg, make_png
 
 from gateway.clock import SYSTEM
 from gateway.ingest.http import HttpDoor
@@ -243,20 +242,6 @@ def raw_exchange(port: int, head: bytes, body: Iterable[bytes] = (), timeout: fl
 def auth_head(method: str, path: str, extra: str = "", token: str = TOKEN) -> bytes:
     return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
             f"Connection: close\r\n{extra}\r\n").encode()
-
-
-def huge_jpeg(jpeg_bytes: bytes, width: int = 60000, height: int = 60000) -> bytes:
-    """The JPEG with its SOF rewritten to declare width × height (the scan data is unchanged)."""
-    data = bytearray(jpeg_bytes)
-    i = 2
-    while i < len(data):
-        marker = data[i + 1]
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
-        if marker in (0xC0, 0xC1, 0xC2):
-            struct.pack_into(">HH", data, i + 5, height, width)
-            return bytes(data)
-        i += 2 + length
-    raise AssertionError("no SOF")
 
 
 def basic(user: str, password: str) -> dict[str, str]:
