@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dicom_mapping.errors import InputError
 
-__all__ = ["ConfigError", "DeliveryError", "GatewayError", "InputError", "TransientError"]
+__all__ = ["ConfigError", "DeliveryError", "GatewayError", "InputError", "TransientError", "Unavailable"]
 
 
 class GatewayError(Exception):
@@ -25,3 +25,9 @@ class TransientError(GatewayError):
 
 class DeliveryError(GatewayError):
     """The PACS refused the object for good (0xCxxx, 0xA9xx): quarantine, do not retry."""
+
+
+class Unavailable(TransientError):
+    """The node cannot take a photo now (journal lost or failing, worklist unreachable): a door
+    answers "try later" (HTTP 503, DICOM 0xA700, the folder leaves the file in place), never success
+    and never a refusal."""

@@ -60,6 +60,9 @@ class Node(_Model):
     port: int | None = Field(default=None, ge=1, le=65535)
     max_object_mb: int = Field(default=200, ge=1)
     max_associations: int = Field(default=10, ge=1)
+    # The contract's liveness bound: a connection that sends no A-ASSOCIATE-RQ within this is closed,
+    # and until it sends one it does not hold one of max_associations.
+    pre_association_timeout_s: float = Field(default=5, gt=0)
     tls: Tls | None = None
     allowed_calling_aes: dict[str, CallingAe | None] = Field(default_factory=dict)
     # Storage SOP classes accepted besides SC, Multi-frame True Color SC and VL Photographic.
@@ -100,6 +103,8 @@ class FolderSource(_Model):
     require_sidecar: bool = True
     default_consent: Consent | None = None
     rejected_retention_days: int = Field(default=7, ge=0)
+    stable_s: float = Field(default=2, gt=0)  # fallback when no close-after-write/rename event comes
+    sidecar_wait_s: float = Field(default=3600, gt=0)  # a photo still without a sidecar then is rejected
 
 
 class Token(_Model):
@@ -120,6 +125,8 @@ class HttpSource(_Model):
     tls: Tls | None = None
     tokens: tuple[Token, ...] = ()
     users: tuple[User, ...] = ()
+    header_timeout_s: float = Field(default=10, gt=0)  # the contract's bound for a request's headers
+    max_connections: int = Field(default=64, ge=1)  # concurrent connections; more are refused with 503
 
 
 class Sources(_Model):
